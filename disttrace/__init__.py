@@ -1,0 +1,37 @@
+"""disttrace: distributed online learning for recurrent and spiking networks in JAX.
+
+Layers, from low to high (imports go downward only; enforced by import-linter):
+``errors`` -> ``ops`` (trace ops) -> ``compiler`` (jaxpr -> ETraceGraph) ->
+``algorithms`` (D-RTRL, ES-D-RTRL, Hybrid, BPTT) -> ``nn`` (layers) -> ``tasks``
+(built-in streams) -> ``train`` (Trainer). ``config`` and ``launch/`` sit on top.
+"""
+
+from disttrace import algorithms as algorithms
+from disttrace import compiler as compiler
+from disttrace import errors as errors
+from disttrace import ops as ops
+from disttrace.algorithms import BPTT as BPTT
+from disttrace.algorithms import D_RTRL as D_RTRL
+from disttrace.algorithms import ES_D_RTRL as ES_D_RTRL
+from disttrace.algorithms import Hybrid as Hybrid
+from disttrace.algorithms import compile as compile  # noqa: A004
+from disttrace.algorithms import pp_prop as pp_prop
+from disttrace.compiler import compile_etrace_graph as compile_etrace_graph
+from disttrace.errors import CompilationError as CompilationError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BPTT",
+    "CompilationError",
+    "D_RTRL",
+    "ES_D_RTRL",
+    "Hybrid",
+    "algorithms",
+    "compile",
+    "compile_etrace_graph",
+    "compiler",
+    "errors",
+    "ops",
+    "pp_prop",
+]

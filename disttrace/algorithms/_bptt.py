@@ -1,0 +1,124 @@
+"""BPTT: the oracle. The same interface as the online learners, computed by unrolling
+the step with ``lax.scan`` and differentiating the mean loss with ``jax.grad``.
+
+Memory grows linearly with T; that is the cost the online algorithms remove.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from disttrace.algorithms._learner import Learner
+from disttrace.compiler import run_step
+
+__all__ = ["BPTTLearner", "BPTTState"]
+
+
+class BPTTState(NamedTuple):
+    """hidden: path -> (B, ...); aux: path -> value; t: () int32 steps seen."""
+
+    hidden: dict
+    aux: dict
+    t: jax.Array
+
+
+class BPTTLearner(Learner):
+    """Exact gradients by backpropagation through time (the reference)."""
+
+    def init(self) -> BPTTState:
+        _, hidden, aux = self.binding.values()
+        return BPTTState(hidden, aux, jnp.zeros((), jnp.int32))
+
+    def _current_state(self) -> BPTTState:
+        return self.init()
+
+    def _store_state(self, state: BPTTState) -> None:
+        self.binding.write(hidden=state.hidden, aux=state.aux)
+
+    def _step_loss(self, loss_of, theta, state: BPTTState, seq_t):
+        hidden = [state.hidden[p] for p in self.graph.hidden_paths]
+        aux_leaves = jax.tree.leaves(state.aux)
+        box = {}
+
+        def call(*args):
+            if box:
+                raise ValueError("step_fn must call the learner exactly once per step; it called it twice")
+            leaves, tree = jax.tree.flatten(args)
+            self._validate_args(leaves, tree)
+            out, h_new, a_new, _ = run_step(self.graph, theta, hidden, aux_leaves, leaves)
+            box.update(hidden=h_new, aux=a_new, out=out)
+            return jax.tree.unflatten(self.graph.out_tree, out)
+
+        loss = loss_of(call, *seq_t)
+        if not box:
+            raise ValueError("step_fn must call the learner exactly once per step; it never called it")
+        new = BPTTState(
+            dict(zip(self.graph.hidden_paths, box["hidden"])),
+            jax.tree.unflatten(self.graph.aux_tree, box["aux"]),
+            state.t + 1,
+        )
+        return jnp.asarray(loss), new, jax.tree.unflatten(self.graph.out_tree, box["out"])
+
+    def etrace_grad(self, *seqs, step_fn: Callable, return_value: bool = False, chunk_size: int | None = None):
+        """Exact gradient of the mean over time of ``step_fn`` (same contract as the online learners).
+
+        ``chunk_size`` is accepted for interface compatibility and changes nothing.
+        """
+        t_len = self._check_sequences(seqs)
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"etrace_grad: argument 'chunk_size' must be a positive int or None; got {chunk_size!r}")
+
+        def loss_of(call, *seq_t):
+            return self._with_call(call, step_fn, *seq_t)
+
+        def total(theta, state, seqs):
+            def body(st, seq_t):
+                loss, st, _ = self._step_loss(loss_of, theta, st, seq_t)
+                return st, loss
+
+            state, losses = jax.lax.scan(body, state, seqs)
+            return losses.mean(), (state, losses)
+
+        def run(theta, state, seqs):
+            grads, (state, losses) = jax.grad(total, has_aux=True)(theta, state, seqs)
+            return state, grads, losses
+
+        fn = self._jit(("etrace", step_fn, t_len), lambda: jax.jit(run))
+        state, grads, losses = fn(self._param_leaves(), self._current_state(), seqs)
+        self._store_state(state)
+        grads = self._grads_tree(grads)
+        return (grads, losses) if return_value else grads
+
+    def step(self, state: BPTTState, params: dict, x, y):
+        """One step with a one-step horizon: the gradient holds the previous hidden state fixed.
+
+        (Full BPTT needs the whole sequence: use :meth:`etrace_grad`.)
+        """
+        if self.loss_fn is None:
+            raise ValueError("step: this learner has no loss_fn; pass loss_fn=... to disttrace.compile")
+        theta = self._param_leaves(params)
+        loss_of = lambda call, x_, y_: self.loss_fn(call(x_), y_)
+
+        def f(th):
+            loss, new, out = self._step_loss(loss_of, th, state, (x, y))
+            return loss, (new, out)
+
+        grads, (new, out) = jax.grad(f, has_aux=True)(theta)
+        return new, out, self._grads_tree(grads)
+
+    def _eager_step(self, *args):
+        state = self._current_state()
+        leaves, tree = jax.tree.flatten(args)
+        self._validate_args(leaves, tree)
+        out, h_new, a_new, _ = run_step(
+            self.graph, self._param_leaves(), [state.hidden[p] for p in self.graph.hidden_paths],
+            jax.tree.leaves(state.aux), leaves,
+        )
+        self._store_state(
+            BPTTState(dict(zip(self.graph.hidden_paths, h_new)), jax.tree.unflatten(self.graph.aux_tree, a_new), state.t + 1)
+        )
+        return jax.tree.unflatten(self.graph.out_tree, out)

@@ -1,0 +1,160 @@
+"""Per-step factors of online learning: learning signals, Jacobian blocks, op inputs.
+
+For one step ``h_t = f(h_{t-1}, x_t; θ)`` with loss ``L_t`` this computes, with one
+VJP and one batched JVP:
+
+- ``δ^prev_t = ∂L_t/∂h_{t-1}`` and ``δ^new_t = ∂L_t/∂h_t`` per hidden group, (B, K, N...),
+  and the part of ``δ^prev_t`` that bypasses ``h_t`` (IO-dimension ops use it);
+- the exact same-step gradient ``∂L_t/∂θ|_{h_{t-1}}`` (the *direct* term), with the
+  weights of IO-dimension ops held constant (their gradient comes from their trace);
+- per group the per-neuron Jacobian block ``D_t[b,k,k'] = ∂h_t[k]/∂h_{t-1}[k']``,
+  (B, K, K, N...), read by JVPs with all-ones tangents while every trace op's
+  input is cut (the diagonal approximation);
+- per (op, group) ``g_t = ∂h_t/∂y_t`` (B, K, N...), by a JVP of an all-ones
+  perturbation of the op output, again with op inputs cut;
+- the operands every op was called with.
+
+The previous-hidden form ``dL_t/dθ = δ^prev_t · E_{t-1} + ∂L_t/∂θ|direct`` is exact
+wherever the trace ``E`` is (DESIGN.md §2), including outputs taken from values
+before a reset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from disttrace.compiler import ETraceGraph, run_step
+
+__all__ = ["StepFactors", "step_factors"]
+
+
+class StepFactors(NamedTuple):
+    loss: jax.Array  # ()
+    out: Any  # the model output pytree
+    hidden: list  # new hidden values, graph order
+    aux: list  # new aux leaves
+    direct: list  # per param leaf, same-step gradient
+    delta_prev: dict  # group -> (B, K, N...)
+    delta_new: dict  # group -> (B, K, N...)
+    delta_bypass: dict  # group -> (B, K, N...): part of δ^prev not through h_t
+    jac: dict  # group -> (B, K, K, N...)
+    g: dict  # (op, group) -> (B, K, N...)
+    operands: dict  # op -> tuple of operands
+
+
+def _stack_members(arrs, members):
+    return jnp.stack([arrs[m] for m in members], axis=1)
+
+
+def step_factors(
+    graph: ETraceGraph,
+    io_ops: frozenset[int],
+    param_leaves: list,
+    hidden: list,
+    aux_leaves: list,
+    loss_of: Callable,
+    seq_t: tuple,
+    validate_args: Callable[[list, Any], None],
+) -> StepFactors:
+    """Computes :class:`StepFactors` for one step.
+
+    Args:
+      graph: the compiled graph.
+      io_ops: ops whose weights are held constant in the direct term.
+      param_leaves, hidden, aux_leaves: current values (flat, graph order).
+      loss_of: ``loss_of(call, *seq_t) -> scalar`` where ``call(*args)`` runs one
+        model step and returns its output; it must be called exactly once.
+      seq_t: this step's slice of the sequences.
+      validate_args: checks the leaves/treedef the model is called with.
+
+    Raises:
+      ValueError: if ``loss_of`` does not call the model exactly once, or calls it
+        with inputs of the wrong shape.
+    """
+
+    def forward(theta, h_prev, p_new):
+        box: dict[str, Any] = {}
+
+        def call(*args):
+            if box:
+                raise ValueError("step_fn must call the learner exactly once per step; it called it twice")
+            arg_leaves, arg_tree = jax.tree.flatten(args)
+            validate_args(arg_leaves, arg_tree)
+            out, h_new, a_new, records = run_step(
+                graph, theta, h_prev, aux_leaves, arg_leaves, stop_weights=io_ops, hidden_perturb=p_new
+            )
+            box.update(hidden=h_new, aux=a_new, records=records, args=arg_leaves, out=out)
+            return jax.tree.unflatten(graph.out_tree, out)
+
+        loss = loss_of(call, *seq_t)
+        if not box:
+            raise ValueError("step_fn must call the learner exactly once per step; it never called it")
+        loss = jnp.asarray(loss)
+        if loss.shape != ():
+            raise ValueError(f"step_fn must return a scalar loss; got shape {loss.shape}")
+        return (loss, box["hidden"]), (box["aux"], box["records"], box["args"], box["out"])
+
+    zeros = [jnp.zeros_like(h) for h in hidden]
+    (loss, h_new), vjp, (a_new, records, args, out) = jax.vjp(forward, param_leaves, hidden, zeros, has_aux=True)
+    direct, d_prev, d_new = vjp((jnp.ones_like(loss), zeros))
+    if io_ops:
+        # The part of ∂L_t/∂h_{t-1} that bypasses h_t (an output read before a reset):
+        # δ^prev minus the chain through h_t, J_tᵀ δ^new, from the same VJP.
+        _, through_new, _ = vjp((jnp.zeros_like(loss), d_new))
+        d_bypass = [a - b for a, b in zip(d_prev, through_new)]
+    else:
+        d_bypass = d_prev
+
+    # ---- Jacobian blocks and ∂h/∂y through one batched JVP with inputs cut
+    traced_ops = [op for op in graph.ops if op.groups]
+    y_zero = {op.index: jnp.zeros(op.out.shape, op.out.dtype) for op in traced_ops}
+
+    def cut_step(h_prev, p_y):
+        return run_step(graph, param_leaves, h_prev, aux_leaves, args, perturb=p_y, cut=True)[1]
+
+    dirs_h, dirs_y = [], []
+    for grp in graph.groups:
+        for m in grp.members:
+            dirs_h.append([jnp.ones_like(h) if i == m else jnp.zeros_like(h) for i, h in enumerate(hidden)])
+            dirs_y.append({j: jnp.zeros_like(v) for j, v in y_zero.items()})
+    for op in traced_ops:
+        dirs_h.append([jnp.zeros_like(h) for h in hidden])
+        dirs_y.append({j: (jnp.ones_like(v) if j == op.index else jnp.zeros_like(v)) for j, v in y_zero.items()})
+    tan_h = jax.tree.map(lambda *xs: jnp.stack(xs), *dirs_h)
+    tan_y = jax.tree.map(lambda *xs: jnp.stack(xs), *dirs_y) if y_zero else {}
+    jvp_one = lambda th, ty: jax.jvp(cut_step, (hidden, y_zero), (th, ty))[1]
+    tan_out = jax.vmap(jvp_one)(tan_h, tan_y)  # per hidden: (n_dirs, B, N...)
+
+    jac, g, delta_prev, delta_new, delta_bypass = {}, {}, {}, {}, {}
+    d = 0
+    for grp in graph.groups:
+        cols = []
+        for _ in grp.members:
+            cols.append(jnp.stack([tan_out[m][d] for m in grp.members], axis=1))  # (B, K, N...)
+            d += 1
+        jac[grp.index] = jnp.stack(cols, axis=2)  # (B, K, K', N...)
+        delta_prev[grp.index] = _stack_members(d_prev, grp.members)
+        delta_new[grp.index] = _stack_members(d_new, grp.members)
+        delta_bypass[grp.index] = _stack_members(d_bypass, grp.members)
+    for op in traced_ops:
+        for gi in op.groups:
+            g[(op.index, gi)] = jnp.stack([tan_out[m][d] for m in graph.groups[gi].members], axis=1)
+        d += 1
+
+    return StepFactors(
+        loss=loss,
+        out=jax.tree.unflatten(graph.out_tree, out),
+        hidden=list(h_new),
+        aux=list(a_new),
+        direct=list(direct),
+        delta_prev=delta_prev,
+        delta_new=delta_new,
+        delta_bypass=delta_bypass,
+        jac=jac,
+        g=g,
+        operands=records,
+    )

@@ -1,0 +1,127 @@
+"""What every learner shares: the model binding, input checks and the stateful API.
+
+A learner wraps a compiled model. Called as ``learner(x)`` it runs one model step
+(inside :meth:`etrace_grad`'s ``step_fn`` that call is routed to the algorithm); its
+gradients are dicts keyed like :attr:`param_states` (the model's ``ParamState``s by
+path tuple), each value shaped like that state's value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import brainstate
+import jax
+import jax.numpy as jnp
+
+from disttrace.compiler import ETraceGraph, ModuleBinding, path_str
+
+__all__ = ["Learner"]
+
+
+class Learner:
+    """Base of :class:`OnlineLearner` and :class:`BPTTLearner`.
+
+    Attributes:
+      model: the wrapped brainstate module.
+      graph: its compiled :class:`~disttrace.compiler.ETraceGraph`.
+      binding: the (params, hidden, aux) partition of its states.
+      loss_fn: optional ``loss_fn(out, target) -> scalar`` used by :meth:`step`.
+    """
+
+    def __init__(self, model, graph: ETraceGraph, binding: ModuleBinding, loss_fn: Callable | None = None):
+        self.model = model
+        self.graph = graph
+        self.binding = binding
+        self.loss_fn = loss_fn
+        self._active_call: Callable | None = None
+        self._jitted: dict = {}
+
+    # ---- state access -----------------------------------------------------------
+    @property
+    def param_states(self) -> dict:
+        """The model's ``ParamState``s by path tuple."""
+        return dict(self.binding.params)
+
+    def params(self) -> dict:
+        """Current parameter values by path (a pytree for the functional API)."""
+        return self.binding.values()[0]
+
+    def _param_leaves(self, params: dict | None = None) -> list:
+        params = self.params() if params is None else params
+        leaves, tree = jax.tree.flatten(params)
+        if tree != self.graph.param_tree:
+            raise ValueError(
+                f"argument 'params' must have the structure of learner.params(); got keys "
+                f"{sorted(path_str(p) for p in params) if isinstance(params, dict) else type(params).__name__}"
+            )
+        return leaves
+
+    def _grads_tree(self, leaves: list) -> dict:
+        return jax.tree.unflatten(self.graph.param_tree, leaves)
+
+    # ---- input validation ---------------------------------------------------------
+    def _validate_args(self, leaves: list, tree) -> None:
+        if tree != self.graph.arg_tree:
+            raise ValueError(
+                f"argument 'x' must have the structure the model was compiled with ({self.graph.arg_tree}); "
+                f"got {tree}"
+            )
+        for i, (leaf, (shape, dtype)) in enumerate(zip(leaves, self.graph.arg_shapes)):
+            if tuple(jnp.shape(leaf)) != shape:
+                raise ValueError(
+                    f"argument 'x' (leaf {i}) must have shape {shape} (batch {self.graph.batch_size}, as compiled); "
+                    f"got {tuple(jnp.shape(leaf))}"
+                )
+
+    @staticmethod
+    def _check_sequences(seqs: tuple) -> int:
+        if not seqs:
+            raise ValueError("etrace_grad: give at least one sequence (time-major arrays)")
+        lengths = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in jax.tree.leaves(seqs)}
+        if None in lengths or len(lengths) != 1:
+            raise ValueError(
+                f"etrace_grad: every sequence must have the same leading time axis; got lengths {sorted(map(str, lengths))}"
+            )
+        (t,) = lengths
+        if t < 1:
+            raise ValueError("etrace_grad: sequences must have at least one time step")
+        return t
+
+    # ---- calling the model ----------------------------------------------------------
+    def __call__(self, *args):
+        """One model step. Inside ``etrace_grad``'s ``step_fn`` this is the traced step."""
+        if self._active_call is not None:
+            return self._active_call(*args)
+        return self._eager_step(*args)
+
+    def _eager_step(self, *args):
+        raise NotImplementedError
+
+    def _with_call(self, call: Callable, fn: Callable, *fn_args):
+        prev = self._active_call
+        self._active_call = call
+        try:
+            return fn(*fn_args)
+        finally:
+            self._active_call = prev
+
+    def reset_state(self, batch_size: int | None = None, **kwargs) -> None:
+        """Re-initialises the model's states (``init_all_states``) and clears traces."""
+        batch = self.graph.batch_size if batch_size is None else batch_size
+        if batch != self.graph.batch_size:
+            raise ValueError(
+                f"reset_state: argument 'batch_size' must equal the compiled batch {self.graph.batch_size}; got {batch}"
+            )
+        brainstate.nn.init_all_states(self.model, batch_size=batch, **kwargs)
+        self._reset_traces()
+
+    def _reset_traces(self) -> None:
+        pass
+
+    def _jit(self, key: Any, make: Callable) -> Callable:
+        fn = self._jitted.get(key)
+        if fn is None:
+            fn = self._jitted[key] = make()
+        return fn

@@ -1,0 +1,30 @@
+"""Compiler: a model's one-step jaxpr -> :class:`ETraceGraph`.
+
+``_jax_compat`` is the only module in disttrace that touches JAX internals.
+"""
+
+from disttrace.compiler._compile import compile_etrace_graph as compile_etrace_graph
+from disttrace.compiler._executor import op_function as op_function
+from disttrace.compiler._executor import op_weights as op_weights
+from disttrace.compiler._executor import run_step as run_step
+from disttrace.compiler._functional import ModuleBinding as ModuleBinding
+from disttrace.compiler._functional import path_str as path_str
+from disttrace.compiler._graph import CompilationRecord as CompilationRecord
+from disttrace.compiler._graph import DiagnosticKind as DiagnosticKind
+from disttrace.compiler._graph import ETraceGraph as ETraceGraph
+from disttrace.compiler._graph import HiddenGroup as HiddenGroup
+from disttrace.compiler._graph import TraceOpNode as TraceOpNode
+
+__all__ = [
+    "CompilationRecord",
+    "DiagnosticKind",
+    "ETraceGraph",
+    "HiddenGroup",
+    "ModuleBinding",
+    "TraceOpNode",
+    "compile_etrace_graph",
+    "op_function",
+    "op_weights",
+    "path_str",
+    "run_step",
+]

@@ -1,0 +1,111 @@
+"""Running a compiled step with the hooks the online algorithms need.
+
+:func:`run_step` evaluates the graph's jaxpr equation by equation. At each trace op
+it can (1) record the op's operands, (2) add a perturbation to the op output (to read
+``∂h/∂y`` by a JVP), (3) stop the gradient through the op *input* (``cut``: the
+diagonal approximation ignores paths from one neuron to another through trace
+ops) and (4) stop the gradient through the op *weights* (weights whose gradient comes
+from an IO-dimension trace instead of from the same-step VJP).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+
+from disttrace.compiler import _jax_compat as jc
+from disttrace.compiler._graph import ETraceGraph, TraceOpNode
+
+__all__ = ["op_function", "op_weights", "run_step"]
+
+
+def op_function(op: TraceOpNode):
+    """The op body as a function of its operands (for weight VJPs)."""
+    return lambda *operands: jc.interpret(op.inner, operands)[0]
+
+
+def run_step(
+    graph: ETraceGraph,
+    param_leaves: Sequence[Any],
+    hidden: Sequence[Any],
+    aux_leaves: Sequence[Any],
+    arg_leaves: Sequence[Any],
+    *,
+    perturb: dict[int, Any] | None = None,
+    cut: bool = False,
+    stop_weights: frozenset[int] = frozenset(),
+    hidden_perturb: Sequence[Any] | None = None,
+):
+    """One model step.
+
+    Args:
+      graph: the compiled graph.
+      param_leaves, hidden, aux_leaves, arg_leaves: flat inputs in graph order.
+      perturb: op index -> array added to that op's output.
+      cut: stop gradients through every op's input operand.
+      stop_weights: op indices whose weight operands get ``stop_gradient``.
+      hidden_perturb: one array per hidden state, added to its new value where it
+        is computed (so ``∂L/∂perturbation = ∂L_t/∂h_t`` through every later use).
+
+    Returns:
+      ``(out_leaves, hidden_new, aux_new_leaves, operands)`` where ``operands`` maps
+      op index -> the tuple of operands it was called with.
+    """
+    by_eqn = {op.eqn_index: op for op in graph.ops}
+    eqns = graph.jaxpr.jaxpr.eqns
+    eqn_pos = {id(e): i for i, e in enumerate(eqns)}
+    records: dict[int, tuple] = {}
+
+    def hook(eqn, invals):
+        op = by_eqn.get(eqn_pos.get(id(eqn), -1))
+        if op is None:
+            return None
+        records[op.index] = tuple(invals)
+        vals = list(invals)
+        rule = op.rule
+        if cut and rule.input_argnum is not None:
+            vals[rule.input_argnum] = jax.lax.stop_gradient(vals[rule.input_argnum])
+        if op.index in stop_weights:
+            for wi in rule.weight_argnums:
+                vals[wi] = jax.lax.stop_gradient(vals[wi])
+        outs = jc.bind_equation(eqn, vals)
+        if perturb is not None and op.index in perturb:
+            outs = [outs[0] + perturb[op.index]] + outs[1:]
+        return outs
+
+    flat = [*param_leaves, *hidden, *aux_leaves, *arg_leaves]
+    n_h, n_a = len(hidden), len(aux_leaves)
+    outvars = graph.jaxpr.jaxpr.outvars
+    n_out = len(outvars) - n_h - n_a
+    on_write, done = None, set()
+    if hidden_perturb is not None:
+        where = {}
+        for i, v in enumerate(outvars[n_out : n_out + n_h]):
+            if not jc.is_literal(v):
+                where.setdefault(v, i)
+
+        def on_write(var, val):
+            i = where.get(var)
+            if i is None:
+                return val
+            done.add(i)
+            return val + hidden_perturb[i]
+
+    outs = jc.interpret(graph.jaxpr, flat, hook=hook, on_write=on_write)
+    h_new = outs[n_out : n_out + n_h]
+    if hidden_perturb is not None:
+        # a state passed through unchanged (or constant) is written by no equation
+        h_new = [h if i in done else h + hidden_perturb[i] for i, h in enumerate(h_new)]
+    return outs[:n_out], h_new, outs[n_out + n_h :], records
+
+
+def op_weights(graph: ETraceGraph, param_leaves, hidden, aux_leaves, arg_leaves) -> dict[int, tuple]:
+    """The weight operands of every op as functions of the parameters.
+
+    Weights are parameter-only values, so the hidden/aux/arg inputs only fill the
+    signature (under jit the rest of the step is dead code).
+    """
+    _, _, _, records = run_step(graph, param_leaves, hidden, aux_leaves, arg_leaves)
+    return {j: tuple(ops[i] for i in graph.ops[j].rule.weight_argnums) for j, ops in records.items()}

@@ -1,0 +1,36 @@
+"""Trace ops: the only way a weight enters a model that learns online.
+
+Each op computes its plain result and is a named ``jax.jit`` that the compiler
+recognises; its :class:`TraceOpRule` tells the algorithms how to keep its traces.
+A user adds an op with :func:`register` (a rule) and :func:`trace_op` (the jit).
+"""
+
+from disttrace.ops._conv import conv as conv
+from disttrace.ops._element_wise import ElementWiseRule as ElementWiseRule
+from disttrace.ops._element_wise import element_wise as element_wise
+from disttrace.ops._embedding import embedding as embedding
+from disttrace.ops._lora import lora_matmul as lora_matmul
+from disttrace.ops._matmul import MatmulRule as MatmulRule
+from disttrace.ops._matmul import matmul as matmul
+from disttrace.ops._registry import TraceOpRule as TraceOpRule
+from disttrace.ops._registry import get_rule as get_rule
+from disttrace.ops._registry import register as register
+from disttrace.ops._registry import registered_names as registered_names
+from disttrace.ops._registry import trace_op as trace_op
+from disttrace.ops._sparse import sparse_matmul as sparse_matmul
+
+__all__ = [
+    "ElementWiseRule",
+    "MatmulRule",
+    "TraceOpRule",
+    "conv",
+    "element_wise",
+    "embedding",
+    "get_rule",
+    "lora_matmul",
+    "matmul",
+    "register",
+    "registered_names",
+    "sparse_matmul",
+    "trace_op",
+]

@@ -1,0 +1,64 @@
+"""Embedding trace op: ``y = table[idx]``.
+
+Shapes: ``idx`` (B,) integers, ``table`` (V, O), ``y`` (B, O). In trace space this is a
+matmul with one-hot features ``onehot(idx)`` (B, V), so D-RTRL keeps (B, K, V, O) and
+ES-D-RTRL a smoothed one-hot (B, V).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from disttrace.ops._matmul import MatmulRule
+from disttrace.ops._registry import register, trace_op
+
+__all__ = ["embedding"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _EmbeddingRule(MatmulRule):
+    def features(self, operands):
+        idx, table = operands
+        return jax.nn.one_hot(idx, table.shape[0], dtype=table.dtype)
+
+    def to_weights(self, tgrad, operands, op_fn):
+        return tuple(tgrad)
+
+
+register(_EmbeddingRule(name="embedding", input_argnum=0, weight_argnums=(1,)))
+
+
+def _dt_embedding(idx, table):
+    return jnp.take(table, idx, axis=0)
+
+
+_embedding_op = trace_op("embedding", _dt_embedding)
+
+
+def embedding(idx: jax.Array, table: jax.Array) -> jax.Array:
+    """Rows of ``table`` selected by integer ``idx``, with eligibility traces.
+
+    Args:
+      idx: integer indices, shape (B,) or ().
+      table: (V, O) embedding matrix.
+
+    Returns:
+      (B, O) rows.
+
+    Raises:
+      ValueError: if ``idx`` is not integer or ``table`` is not a matrix.
+
+    Example:
+      >>> import jax.numpy as jnp, disttrace as dt
+      >>> dt.ops.embedding(jnp.array([0, 2]), jnp.eye(3)).shape
+      (2, 3)
+    """
+    idx, table = jnp.asarray(idx), jnp.asarray(table)
+    if not jnp.issubdtype(idx.dtype, jnp.integer):
+        raise ValueError(f"embedding: argument 'idx' must be integer; got dtype {idx.dtype}")
+    if table.ndim != 2:
+        raise ValueError(f"embedding: argument 'table' must be (V, O); got shape {table.shape}")
+    return _embedding_op(idx, table)
