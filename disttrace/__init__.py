@@ -9,6 +9,7 @@ Layers, from low to high (imports go downward only; enforced by import-linter):
 from disttrace import algorithms as algorithms
 from disttrace import compiler as compiler
 from disttrace import errors as errors
+from disttrace import nn as nn
 from disttrace import ops as ops
 from disttrace.algorithms import BPTT as BPTT
 from disttrace.algorithms import D_RTRL as D_RTRL
@@ -32,6 +33,7 @@ __all__ = [
     "compile_etrace_graph",
     "compiler",
     "errors",
+    "nn",
     "ops",
     "pp_prop",
 ]

@@ -15,7 +15,7 @@ import brainstate
 import jax
 import jax.numpy as jnp
 
-from disttrace.compiler import ETraceGraph, ModuleBinding, path_str
+from disttrace.compiler import ETraceGraph, ModuleBinding, path_str, run_step
 
 __all__ = ["Learner"]
 
@@ -68,7 +68,7 @@ class Learner:
                 f"argument 'x' must have the structure the model was compiled with ({self.graph.arg_tree}); "
                 f"got {tree}"
             )
-        for i, (leaf, (shape, dtype)) in enumerate(zip(leaves, self.graph.arg_shapes)):
+        for i, (leaf, (shape, _dtype)) in enumerate(zip(leaves, self.graph.arg_shapes)):
             if tuple(jnp.shape(leaf)) != shape:
                 raise ValueError(
                     f"argument 'x' (leaf {i}) must have shape {shape} (batch {self.graph.batch_size}, as compiled); "
@@ -98,6 +98,27 @@ class Learner:
 
     def _eager_step(self, *args):
         raise NotImplementedError
+
+    def predict(self, xs):
+        """Model outputs over a time-major sequence ``xs`` (T, B, ...), without learning.
+
+        Starts from the current hidden states and leaves them unchanged.
+        """
+        self._check_sequences((xs,))
+
+        def run(theta, hidden, aux, xs):
+            def body(carry, x):
+                h, a = carry
+                leaves, tree = jax.tree.flatten((x,))
+                self._validate_args(leaves, tree)
+                out, h, a, _ = run_step(self.graph, theta, h, a, leaves)
+                return (h, a), jax.tree.unflatten(self.graph.out_tree, out)
+
+            return jax.lax.scan(body, (hidden, aux), xs)[1]
+
+        fn = self._jit(("predict",), lambda: jax.jit(run))
+        _, hidden, aux = self.binding.values()
+        return fn(self._param_leaves(), [hidden[p] for p in self.graph.hidden_paths], jax.tree.leaves(aux), xs)
 
     def _with_call(self, call: Callable, fn: Callable, *fn_args):
         prev = self._active_call

@@ -112,7 +112,7 @@ def param_trace_bytes(graph: ETraceGraph, op) -> int:
     for g in op.groups:
         grp = graph.groups[g]
         shapes = jax.eval_shape(
-            lambda ops: op.rule.dr_zeros(ops, grp.shape[0], grp.k, grp.neuron_shape, grp.dtype), operands
+            lambda ops, grp=grp: op.rule.dr_zeros(ops, grp.shape[0], grp.k, grp.neuron_shape, grp.dtype), operands
         )
         total += sum(math.prod(s.shape) * jnp.dtype(s.dtype).itemsize for s in jax.tree.leaves(shapes))
     return total
