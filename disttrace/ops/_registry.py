@@ -124,8 +124,8 @@ class TraceOpRule:
         return jax.ShapeDtypeStruct(jnp.shape(w), jnp.result_type(w))
 
     def to_weights(self, tgrad: jax.Array, operands: Sequence[Any], op_fn: Callable) -> tuple:
-        """Maps a trace-space gradient to one gradient per weight operand."""
-        return (tgrad,)
+        """Maps a trace-space gradient (a tuple) to one gradient per weight operand."""
+        return tuple(tgrad)
 
 
 def register(rule: TraceOpRule) -> TraceOpRule:
