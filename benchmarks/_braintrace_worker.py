@@ -54,6 +54,7 @@ def _run(a):
     import brainstate
     import braintrace
     import jax
+    from _memory import device_peak
     import jax.numpy as jnp
 
     def _normal(fan_in):
@@ -144,14 +145,7 @@ def _run(a):
            "peak_mib": _rss_mib() - base, "mem_source": "ru_maxrss-baseline",
            "versions": {"braintrace": braintrace.__version__, "brainstate": brainstate.__version__,
                         "jax": jax.__version__}}
-    stats = None
-    try:
-        stats = jax.devices()[0].memory_stats()
-    except Exception:  # noqa: BLE001
-        pass
-    if isinstance(stats, dict) and "peak_bytes_in_use" in stats:
-        out["peak_mib"] = stats["peak_bytes_in_use"] / 2**20
-        out["mem_source"] = "device peak_bytes_in_use"
+    device_peak(out)
     try:  # XLA compiled memory analysis (temp + output bytes), as in online_vs_bptt.py
         ma = run.lower(xs, ys).compile().memory_analysis()
         out.update(xla_temp_mib=ma.temp_size_in_bytes / 2**20, xla_out_mib=ma.output_size_in_bytes / 2**20,

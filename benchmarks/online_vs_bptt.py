@@ -78,6 +78,7 @@ def _worker(a):
 def _measure(a):
     import brainstate
     import jax
+    from _memory import device_peak
     import jax.numpy as jnp
 
     import disttrace as dt
@@ -116,14 +117,7 @@ def _measure(a):
     out = {"first_s": first, "per_seq_s": per_seq, "compile_s": max(first - per_seq, 0.0), "times_s": times,
            "peak_rss_mib": peak_rss, "base_rss_mib": base, "peak_mib": peak_rss - base,
            "mem_source": "ru_maxrss-baseline"}
-    stats = None
-    try:
-        stats = jax.devices()[0].memory_stats()
-    except Exception:  # noqa: BLE001
-        pass
-    if isinstance(stats, dict) and "peak_bytes_in_use" in stats:
-        out["peak_mib"] = stats["peak_bytes_in_use"] / 2**20
-        out["mem_source"] = "device peak_bytes_in_use"
+    device_peak(out)
     out.update(_xla_memory(learner, xs, ys))
     return out
 
