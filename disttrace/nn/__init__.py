@@ -1,13 +1,17 @@
-"""Layers whose weights learn online: every learnable weight goes through a trace op."""
+"""Layers whose weights learn online: every learnable weight goes through a trace op.
 
-from disttrace.nn._linear import Linear as Linear
-from disttrace.nn._networks import SpikingNet as SpikingNet
-from disttrace.nn._neurons import ALIF as ALIF
-from disttrace.nn._neurons import LIF as LIF
-from disttrace.nn._neurons import LeakyRate as LeakyRate
-from disttrace.nn._readout import LeakyRateReadout as LeakyRateReadout
-from disttrace.nn._rnn import GRUCell as GRUCell
-from disttrace.nn._surrogate import SURROGATES as SURROGATES
-from disttrace.nn._surrogate import spike as spike
+Each private module lists its public names in ``__all__``; this package re-exports
+all of them, so a new layer only needs to be added to its module's ``__all__``.
+"""
 
-__all__ = ["ALIF", "GRUCell", "LIF", "LeakyRate", "LeakyRateReadout", "Linear", "SURROGATES", "SpikingNet", "spike"]
+from disttrace.nn import _linear, _networks, _neurons, _readout, _rnn, _surrogate
+from disttrace.nn._linear import *  # noqa: F401,F403
+from disttrace.nn._networks import *  # noqa: F401,F403
+from disttrace.nn._neurons import *  # noqa: F401,F403
+from disttrace.nn._readout import *  # noqa: F401,F403
+from disttrace.nn._rnn import *  # noqa: F401,F403
+from disttrace.nn._surrogate import *  # noqa: F401,F403
+
+__all__ = sorted(
+    {*_linear.__all__, *_networks.__all__, *_neurons.__all__, *_readout.__all__, *_rnn.__all__, *_surrogate.__all__}
+)
