@@ -116,6 +116,10 @@ def analyse(closed, n_params: int, n_hidden: int, n_aux: int, leaf_names: list[s
         ins = [get(a) for a in eqn.invars]
         rule = get_rule(jc.jit_name(eqn))
         text = None
+        if rule is not None and not any(ins[wi].params for wi in rule.weight_argnums):
+            # No weight comes from a parameter (a frozen weight held in a plain State, a
+            # constant): the op is ordinary computation, with no trace to keep.
+            rule = None
         if rule is not None:
             j = len(op_findings)
             weights = set()

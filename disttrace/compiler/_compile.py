@@ -200,7 +200,17 @@ def compile_etrace_graph(model, *example_args, binding: ModuleBinding | None = N
         else:
             param_kinds[p] = "unused"
             records.append(CompilationRecord(DiagnosticKind.UNUSED_PARAM, path_str(p), "not used by the step"))
-    for p in aux:
+    # An aux state is written if its new value is not its old value passed through.
+    jaxpr = closed.jaxpr
+    n_outs = len(jaxpr.outvars)
+    aux_in, aux_out = jaxpr.invars[n_p + n_h : n_p + n_h + n_a], jaxpr.outvars[n_outs - n_a :]
+    written, leaf = [], 0
+    for p, value in aux.items():
+        n_leaves = len(jax.tree.leaves(value))
+        if any(aux_out[i] is not aux_in[i] for i in range(leaf, leaf + n_leaves)):
+            written.append(p)
+        leaf += n_leaves
+    for p in written:
         records.append(
             CompilationRecord(
                 DiagnosticKind.AUX_STATE_WRITTEN,
