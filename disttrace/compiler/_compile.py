@@ -167,10 +167,13 @@ def compile_etrace_graph(model, *example_args, binding: ModuleBinding | None = N
                     equation=jc.eqn_to_str(eqn),
                 )
         if not group_ids:
-            kind = DiagnosticKind.SAME_STEP_ONLY if f.feeds_ops else DiagnosticKind.NON_TEMPORAL_PARAM
+            # Same-step only if a downstream op (transitively) reaches a hidden state;
+            # an op feeding only memoryless ops (a readout) loses nothing.
+            same_step = _feeds_hidden(j, found.ops)
+            kind = DiagnosticKind.SAME_STEP_ONLY if same_step else DiagnosticKind.NON_TEMPORAL_PARAM
             msg = (
                 "reaches hidden states only through another trace op: it gets its exact same-step gradient"
-                if f.feeds_ops
+                if same_step
                 else "does not reach a hidden state: it gets its exact spatial gradient"
             )
             for p in weight_params:
@@ -240,3 +243,17 @@ def compile_etrace_graph(model, *example_args, binding: ModuleBinding | None = N
         batch_size=batch,
         hidden_group_of=tuple(group_of),
     )
+
+
+def _feeds_hidden(j: int, ops) -> bool:
+    """Whether an op fed (transitively) by op ``j``'s output reaches a hidden state."""
+    seen, stack = set(), list(ops[j].feeds_ops)
+    while stack:
+        k = stack.pop()
+        if k in seen:
+            continue
+        seen.add(k)
+        if ops[k].hidden_reached:
+            return True
+        stack.extend(ops[k].feeds_ops)
+    return False

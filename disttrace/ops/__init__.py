@@ -9,6 +9,7 @@ from disttrace.ops._conv import conv as conv
 from disttrace.ops._element_wise import ElementWiseRule as ElementWiseRule
 from disttrace.ops._element_wise import element_wise as element_wise
 from disttrace.ops._embedding import embedding as embedding
+from disttrace.ops._grouped import grouped_matmul as grouped_matmul
 from disttrace.ops._lora import lora_matmul as lora_matmul
 from disttrace.ops._matmul import MatmulRule as MatmulRule
 from disttrace.ops._matmul import matmul as matmul
@@ -27,6 +28,7 @@ __all__ = [
     "element_wise",
     "embedding",
     "get_rule",
+    "grouped_matmul",
     "lora_matmul",
     "matmul",
     "register",

@@ -34,7 +34,7 @@ class Leaky(brainstate.nn.Module):
         self.recurrent = recurrent
         self.fc_in = dt.nn.Linear(3, 4, w_init=jnp.asarray(P["W_in"]), b_init=jnp.asarray(P["b_in"]))
         if recurrent:
-            self.fc_rec = dt.nn.Linear(4, 4, w_init=jnp.asarray(P["W_rec"]), bias=False)
+            self.fc_rec = dt.nn.Linear(4, 4, w_init=jnp.asarray(P["W_rec"]), b_init=None)
         self.fc_out = dt.nn.Linear(4, 2, w_init=jnp.asarray(P["W_out"]), b_init=jnp.asarray(P["b_out"]))
         self.alpha = jnp.asarray(P["alpha"])
 

@@ -27,12 +27,16 @@ class LayerCase:
         a leaky element-wise integrator of the layer's output, so a stateless layer
         gets a hidden state and D-RTRL stays exact).
       exact: D-RTRL equals BPTT on ``model`` (float64, atol 1e-6).
+      es_exact: ES-D-RTRL equals BPTT too (all weights are element-wise: their
+        traces are kept exactly by every algorithm).
       floors: ``{"d_rtrl": f, "es_d_rtrl": f}`` cosine floors to BPTT on ``model``,
         fixed from a measurement recorded next to the case; never lowered. For exact
         cases the ES floor alone is given.
       make_input: ``make_input(key, shape) -> array`` (default standard normal).
       bad_shape: an input shape (with batch axis 2) the layer must reject with a
         ValueError naming ``'x'`` (default: ``in_shape`` with the last axis + 1).
+      bad_input: builds an input (batch 2) the layer must reject with a ValueError
+        naming ``'x'``, when a wrong shape is not the natural bad input (default none).
       warns: a message regex for an expected ``UserWarning`` at compile time (the
         GRU-style same-step-only weights), or ``None``.
     """
@@ -43,9 +47,11 @@ class LayerCase:
     out_shape: tuple[int, ...] | None = None
     model: Callable[[], brainstate.nn.Module] | None = None
     exact: bool = True
+    es_exact: bool = False
     floors: dict = dataclasses.field(default_factory=dict)
     make_input: Callable | None = None
     bad_shape: tuple[int, ...] | None = None
+    bad_input: Callable | None = None
     warns: str | None = None
 
     def build_model(self) -> brainstate.nn.Module:

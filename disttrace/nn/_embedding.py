@@ -1,0 +1,85 @@
+"""``Embedding``: a lookup table whose rows learn online (via ``ops.embedding``)."""
+
+from __future__ import annotations
+
+import math
+
+import brainstate
+import jax
+import jax.numpy as jnp
+
+from disttrace.nn import _validation as check
+from disttrace.ops import embedding
+
+__all__ = ["Embedding"]
+
+_LECUN_UNIFORM = brainstate.nn.init.LecunUniform()
+
+
+class Embedding(brainstate.nn.Module):
+    """Rows of a table ``W`` (V, F) selected by integer indices.
+
+    Args:
+      num_embeddings: V.
+      embedding_size: F (an int or a tuple; the table is (V, *F)).
+      embedding_init: initializer or array (default LeCun uniform).
+      padding_idx: a row that starts at zero and never learns (its gradient is zero).
+      max_norm: rows looked up are rescaled to at most this norm (the table itself
+        is not rewritten; the rescaling is part of the differentiated forward pass).
+      norm_type: the p of the p-norm for ``max_norm``.
+      scale_grad_by_freq: not supported (ValueError if True).
+      freeze: hold the table in a non-learned state: no trace, no gradient.
+      name, param_type: as brainstate.
+
+    ``weight.value`` is the table (V, *F). Input: integer indices of any shape (...)
+    -> (..., *F). Under D-RTRL the trace is (B, K, V, F) (dense in V).
+
+    Raises:
+      ValueError: for bad sizes or a non-integer input (naming ``'x'``).
+
+    Example:
+      >>> import jax.numpy as jnp, disttrace as dt
+      >>> dt.nn.Embedding(10, 4)(jnp.array([[1, 2], [3, 4]])).shape
+      (2, 2, 4)
+    """
+
+    def __init__(self, num_embeddings: int, embedding_size, embedding_init=_LECUN_UNIFORM, padding_idx=None,
+                 max_norm=None, norm_type: float = 2.0, scale_grad_by_freq: bool = False, freeze: bool = False,
+                 name=None, param_type: type = brainstate.ParamState):
+        super().__init__(name=name)
+        self.num_embeddings = check.positive_int("Embedding", "num_embeddings", num_embeddings)
+        self.embedding_size = check.size("Embedding", "embedding_size", embedding_size)
+        self.out_size = self.embedding_size
+        if padding_idx is not None and not -self.num_embeddings <= padding_idx < self.num_embeddings:
+            raise ValueError(
+                f"Embedding: argument 'padding_idx' must be in [-{num_embeddings}, {num_embeddings}); got {padding_idx!r}"
+            )
+        if max_norm is not None and not max_norm > 0:
+            raise ValueError(f"Embedding: argument 'max_norm' must be > 0 or None; got {max_norm!r}")
+        if scale_grad_by_freq:
+            raise ValueError("Embedding: argument 'scale_grad_by_freq' must be False (not supported by online learning)")
+        self.padding_idx = None if padding_idx is None else padding_idx % self.num_embeddings
+        self.max_norm, self.norm_type = max_norm, float(norm_type)
+        table = brainstate.nn.init.param(embedding_init, (self.num_embeddings, *self.embedding_size))
+        if self.padding_idx is not None:
+            table = table.at[self.padding_idx].set(0.0)
+        self.weight = (brainstate.State if freeze else param_type)(table)
+
+    def _table(self):
+        table = self.weight.value
+        if self.padding_idx is not None:
+            row = jax.lax.stop_gradient(table[self.padding_idx])
+            table = table.at[self.padding_idx].set(row)
+        if self.max_norm is not None:
+            axes = tuple(range(1, table.ndim))
+            norm = jnp.sum(jnp.abs(table) ** self.norm_type, axis=axes, keepdims=True) ** (1.0 / self.norm_type)
+            table = table * jnp.minimum(1.0, self.max_norm / jnp.maximum(norm, 1e-12))
+        return table.reshape(self.num_embeddings, -1)
+
+    def update(self, x):
+        x = jnp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.integer):
+            raise ValueError(f"Embedding: argument 'x' must hold integer indices; got dtype {x.dtype}")
+        idx = x.reshape((math.prod(x.shape),)) if x.ndim != 1 else x
+        rows = embedding(idx, self._table())
+        return rows.reshape((*x.shape, *self.embedding_size))
