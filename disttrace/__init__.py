@@ -2,12 +2,14 @@
 
 Layers, from low to high (imports go downward only; enforced by import-linter):
 ``errors`` -> ``ops`` (trace ops) -> ``compiler`` (jaxpr -> ETraceGraph) ->
-``algorithms`` (D-RTRL, ES-D-RTRL, Hybrid, BPTT) -> ``nn`` (layers) -> ``tasks``
-(built-in streams) -> ``train`` (Trainer). ``config`` and ``launch/`` sit on top.
+``algorithms`` (D-RTRL, ES-D-RTRL, Hybrid, BPTT) -> ``lora`` -> ``nn`` (layers) ->
+``distributed`` (mesh, partition rules, sharded step) -> ``tasks`` (built-in streams)
+-> ``train`` (Trainer). ``config`` and ``launch/`` sit on top.
 """
 
 from disttrace import algorithms as algorithms
 from disttrace import compiler as compiler
+from disttrace import distributed as distributed
 from disttrace import errors as errors
 from disttrace import nn as nn
 from disttrace import ops as ops
@@ -32,6 +34,7 @@ __all__ = [
     "compile",
     "compile_etrace_graph",
     "compiler",
+    "distributed",
     "errors",
     "nn",
     "ops",

@@ -68,9 +68,14 @@ class BPTTLearner(Learner):
 
         ``chunk_size`` is accepted for interface compatibility and changes nothing.
         """
-        t_len = self._check_sequences(seqs)
-        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-            raise ValueError(f"etrace_grad: argument 'chunk_size' must be a positive int or None; got {chunk_size!r}")
+        fn = self._etrace_fn(seqs, step_fn, chunk_size)
+        state, grads, losses = fn(self._param_leaves(), self._current_state(), seqs)
+        self._store_state(state)
+        grads = self._grads_tree(grads)
+        return (grads, losses) if return_value else grads
+
+    def _etrace_fn(self, seqs, step_fn, chunk_size):
+        t_len = self._check_etrace_args(seqs, step_fn, chunk_size)
 
         def loss_of(call, *seq_t):
             return self._with_call(call, step_fn, *seq_t)
@@ -87,11 +92,7 @@ class BPTTLearner(Learner):
             grads, (state, losses) = jax.grad(total, has_aux=True)(theta, state, seqs)
             return state, grads, losses
 
-        fn = self._jit(("etrace", step_fn, t_len), lambda: jax.jit(run))
-        state, grads, losses = fn(self._param_leaves(), self._current_state(), seqs)
-        self._store_state(state)
-        grads = self._grads_tree(grads)
-        return (grads, losses) if return_value else grads
+        return self._jit(("etrace", step_fn, t_len), lambda: jax.jit(run))
 
     def step(self, state: BPTTState, params: dict, x, y):
         """One step with a one-step horizon: the gradient holds the previous hidden state fixed.

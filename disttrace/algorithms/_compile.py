@@ -76,7 +76,8 @@ def compile(  # noqa: A001 - the name braintrace users know
     if init_states:
         brainstate.nn.init_all_states(model, batch_size=batch_size)
     binding = ModuleBinding.of(model)
-    graph = compile_etrace_graph(model, *example_args, binding=binding)
+    # BPTT is exact for every weight: the same-step-only warning does not apply to it.
+    graph = compile_etrace_graph(model, *example_args, binding=binding, warn=not isinstance(spec, BPTT))
     if graph.batch_size != batch_size:
         raise ValueError(
             f"compile: argument 'batch_size' is {batch_size} but the model's hidden states have batch {graph.batch_size}"

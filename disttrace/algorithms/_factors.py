@@ -39,7 +39,7 @@ class StepFactors(NamedTuple):
     aux: list  # new aux leaves
     direct: list  # per param leaf, same-step gradient
     delta_prev: dict  # group -> (B, K, N...)
-    delta_new: dict  # group -> (B, K, N...)
+    delta_new: dict  # group -> (B, K, N...); for IO ops, holding the group's other new values fixed
     delta_bypass: dict  # group -> (B, K, N...): part of δ^prev not through h_t
     jac: dict  # group -> (B, K, K, N...)
     g: dict  # (op, group) -> (B, K, N...)
@@ -59,6 +59,7 @@ def step_factors(
     loss_of: Callable,
     seq_t: tuple,
     validate_args: Callable[[list, Any], None],
+    bypass: bool = True,
 ) -> StepFactors:
     """Computes :class:`StepFactors` for one step.
 
@@ -70,13 +71,16 @@ def step_factors(
         model step and returns its output; it must be called exactly once.
       seq_t: this step's slice of the sequences.
       validate_args: checks the leaves/treedef the model is called with.
+      bypass: whether the output may read previous hidden values other than through
+        the new ones (``compiler.output_bypasses_hidden``); when False the bypass part
+        of ``δ^prev`` is zero and its backward pass is skipped.
 
     Raises:
       ValueError: if ``loss_of`` does not call the model exactly once, or calls it
         with inputs of the wrong shape.
     """
 
-    def forward(theta, h_prev, p_new):
+    def forward(theta, h_prev, p_new, detach=False):
         box: dict[str, Any] = {}
 
         def call(*args):
@@ -85,7 +89,8 @@ def step_factors(
             arg_leaves, arg_tree = jax.tree.flatten(args)
             validate_args(arg_leaves, arg_tree)
             out, h_new, a_new, records = run_step(
-                graph, theta, h_prev, aux_leaves, arg_leaves, stop_weights=io_ops, hidden_perturb=p_new
+                graph, theta, h_prev, aux_leaves, arg_leaves, stop_weights=io_ops, hidden_perturb=p_new,
+                detach_hidden=detach,
             )
             box.update(hidden=h_new, aux=a_new, records=records, args=arg_leaves, out=out)
             return jax.tree.unflatten(graph.out_tree, out)
@@ -101,11 +106,14 @@ def step_factors(
     zeros = [jnp.zeros_like(h) for h in hidden]
     (loss, h_new), vjp, (a_new, records, args, out) = jax.vjp(forward, param_leaves, hidden, zeros, has_aux=True)
     direct, d_prev, d_new = vjp((jnp.ones_like(loss), zeros))
-    if io_ops:
-        # The part of ∂L_t/∂h_{t-1} that bypasses h_t (an output read before a reset):
-        # δ^prev minus the chain through h_t, J_tᵀ δ^new, from the same VJP.
-        _, through_new, _ = vjp((jnp.zeros_like(loss), d_new))
-        d_bypass = [a - b for a, b in zip(d_prev, through_new)]
+    if io_ops and bypass:
+        # The part of ∂L_t/∂h_{t-1} that bypasses every new hidden value (an output read
+        # before a reset): the gradient of the loss with each h_t detached where it is
+        # written. (δ^prev - J_tᵀ δ^new would double count in stacked layers, where one
+        # new hidden value is computed from another.)
+        d_bypass = jax.grad(lambda h: forward(param_leaves, h, zeros, detach=True)[0][0])(hidden)
+    elif io_ops:
+        d_bypass = [jnp.zeros_like(d) for d in d_prev]
     else:
         d_bypass = d_prev
 
@@ -113,21 +121,27 @@ def step_factors(
     traced_ops = [op for op in graph.ops if op.groups]
     y_zero = {op.index: jnp.zeros(op.out.shape, op.out.dtype) for op in traced_ops}
 
-    def cut_step(h_prev, p_y):
-        return run_step(graph, param_leaves, h_prev, aux_leaves, args, perturb=p_y, cut=True)[1]
+    # Groups whose new values feed each other within the step (an LSTM's h_t from c_t):
+    # the IO-dimension contraction needs δ^new holding the other new values fixed.
+    intra = [grp for grp in graph.groups if io_ops and len(grp.members) > 1]
 
-    dirs_h, dirs_y = [], []
+    def cut_step(h_prev, p_y, p_w):
+        return run_step(graph, param_leaves, h_prev, aux_leaves, args, perturb=p_y, cut=True, hidden_perturb=p_w)[1]
+
+    zeros_h = lambda: [jnp.zeros_like(h) for h in hidden]
+    ones_at = lambda m: [jnp.ones_like(h) if i == m else jnp.zeros_like(h) for i, h in enumerate(hidden)]
+    y_dir = lambda k: {j: (jnp.ones_like(v) if j == k else jnp.zeros_like(v)) for j, v in y_zero.items()}
+    dirs = []  # (h_prev tangent, op-output tangent, new-value tangent)
     for grp in graph.groups:
-        for m in grp.members:
-            dirs_h.append([jnp.ones_like(h) if i == m else jnp.zeros_like(h) for i, h in enumerate(hidden)])
-            dirs_y.append({j: jnp.zeros_like(v) for j, v in y_zero.items()})
-    for op in traced_ops:
-        dirs_h.append([jnp.zeros_like(h) for h in hidden])
-        dirs_y.append({j: (jnp.ones_like(v) if j == op.index else jnp.zeros_like(v)) for j, v in y_zero.items()})
-    tan_h = jax.tree.map(lambda *xs: jnp.stack(xs), *dirs_h)
-    tan_y = jax.tree.map(lambda *xs: jnp.stack(xs), *dirs_y) if y_zero else {}
-    jvp_one = lambda th, ty: jax.jvp(cut_step, (hidden, y_zero), (th, ty))[1]
-    tan_out = jax.vmap(jvp_one)(tan_h, tan_y)  # per hidden: (n_dirs, B, N...)
+        dirs += [(ones_at(m), y_dir(None), zeros_h()) for m in grp.members]
+    dirs += [(zeros_h(), y_dir(op.index), zeros_h()) for op in traced_ops]
+    for grp in intra:
+        dirs += [(zeros_h(), y_dir(None), ones_at(m)) for m in grp.members]
+    stack = lambda i: jax.tree.map(lambda *xs: jnp.stack(xs), *[d[i] for d in dirs])
+    tan_h, tan_w = stack(0), stack(2)
+    tan_y = stack(1) if y_zero else {}
+    jvp_one = lambda th, ty, tw: jax.jvp(cut_step, (hidden, y_zero, zeros_h()), (th, ty, tw))[1]
+    tan_out = jax.vmap(jvp_one)(tan_h, tan_y, tan_w)  # per hidden: (n_dirs, B, N...)
 
     jac, g, delta_prev, delta_new, delta_bypass = {}, {}, {}, {}, {}
     d = 0
@@ -144,6 +158,17 @@ def step_factors(
         for gi in op.groups:
             g[(op.index, gi)] = jnp.stack([tan_out[m][d] for m in graph.groups[gi].members], axis=1)
         d += 1
+    for grp in intra:
+        # M[k', k] = ∂h_t[k'] / ∂(h_t[k] where written) = I + (paths inside the step);
+        # δ^new holds every path, so δ^new = Mᵀ δ^partial per neuron.
+        cols = []
+        for _ in grp.members:
+            cols.append(jnp.stack([tan_out[m][d] for m in grp.members], axis=1))
+            d += 1
+        m_block = jnp.moveaxis(jnp.stack(cols, axis=2), (1, 2), (-2, -1))  # (B, N..., K', K)
+        rhs = jnp.moveaxis(delta_new[grp.index], 1, -1)[..., None]  # (B, N..., K, 1)
+        partial = jnp.linalg.solve(jnp.swapaxes(m_block, -1, -2), rhs)[..., 0]
+        delta_new[grp.index] = jnp.moveaxis(partial, -1, 1)
 
     return StepFactors(
         loss=loss,

@@ -89,6 +89,39 @@ class Learner:
             raise ValueError("etrace_grad: sequences must have at least one time step")
         return t
 
+    def _check_etrace_args(self, seqs: tuple, step_fn, chunk_size) -> int:
+        t_len = self._check_sequences(seqs)
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"etrace_grad: argument 'chunk_size' must be a positive int or None; got {chunk_size!r}")
+        if not callable(step_fn):
+            raise ValueError(f"etrace_grad: argument 'step_fn' must be callable; got {type(step_fn).__name__}")
+        return t_len
+
+    def _etrace_fn(self, seqs: tuple, step_fn: Callable, chunk_size: int | None) -> Callable:
+        raise NotImplementedError
+
+    def etrace_grad_memory(self, *seqs, step_fn: Callable, chunk_size: int | None = None) -> dict:
+        """XLA's memory analysis of the compiled :meth:`etrace_grad` for these arguments.
+
+        Compiles (or reuses) the same jitted sequence function ``etrace_grad`` runs, without
+        running it, and returns its buffer sizes in bytes: ``temp`` (working memory),
+        ``output`` (gradients and the carried state, i.e. the traces) and ``argument``.
+        ``temp + output`` is the device-independent view of how memory scales with T.
+
+        Raises:
+          ValueError: as :meth:`etrace_grad` for bad arguments.
+        """
+        fn = self._etrace_fn(seqs, step_fn, chunk_size)
+        ma = fn.lower(self._param_leaves(), self._current_state(), seqs).compile().memory_analysis()
+        return {
+            "temp": int(ma.temp_size_in_bytes),
+            "output": int(ma.output_size_in_bytes),
+            "argument": int(ma.argument_size_in_bytes),
+        }
+
+    def _current_state(self):
+        raise NotImplementedError
+
     # ---- calling the model ----------------------------------------------------------
     def __call__(self, *args):
         """One model step. Inside ``etrace_grad``'s ``step_fn`` this is the traced step."""

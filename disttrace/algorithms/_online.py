@@ -38,7 +38,7 @@ from disttrace.algorithms._chunked import chunk_update
 from disttrace.algorithms._factors import StepFactors, step_factors
 from disttrace.algorithms._learner import Learner
 from disttrace.algorithms._specs import ES_D_RTRL, Hybrid, assign_modes
-from disttrace.compiler import op_function, op_weights
+from disttrace.compiler import op_function, op_weights, output_bypasses_hidden
 
 __all__ = ["OnlineLearner", "OnlineState"]
 
@@ -91,6 +91,7 @@ class OnlineLearner(Learner):
         self.spec = spec
         self.modes = assign_modes(graph, spec)
         self.io_ops = frozenset(j for j, m in enumerate(self.modes) if m == "io")
+        self._bypass = output_bypasses_hidden(self.graph)
         if isinstance(spec, ES_D_RTRL | Hybrid):
             self.x_decay, self.f_decay = spec.x_decay, spec.f_decay
         else:
@@ -142,7 +143,9 @@ class OnlineLearner(Learner):
     def _factors(self, loss_of, theta, state: OnlineState, seq_t) -> StepFactors:
         hidden = [state.hidden[p] for p in self.graph.hidden_paths]
         aux_leaves = jax.tree.leaves(state.aux)
-        return step_factors(self.graph, self.io_ops, theta, hidden, aux_leaves, loss_of, seq_t, self._validate_args)
+        return step_factors(
+            self.graph, self.io_ops, theta, hidden, aux_leaves, loss_of, seq_t, self._validate_args, self._bypass
+        )
 
     def _apply(self, f: StepFactors, state: OnlineState, deferred: frozenset = frozenset()):
         """Per-step trace updates for every op not in ``deferred``.
@@ -321,11 +324,14 @@ class OnlineLearner(Learner):
         Raises:
           ValueError: on bad sequences, ``chunk_size`` or ``step_fn`` behaviour.
         """
-        t_len = self._check_sequences(seqs)
-        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-            raise ValueError(f"etrace_grad: argument 'chunk_size' must be a positive int or None; got {chunk_size!r}")
-        if not callable(step_fn):
-            raise ValueError(f"etrace_grad: argument 'step_fn' must be callable; got {type(step_fn).__name__}")
+        fn = self._etrace_fn(seqs, step_fn, chunk_size)
+        state, grads, losses = fn(self._param_leaves(), self._current_state(), seqs)
+        self._store_state(state)
+        grads = self._grads_tree(grads)
+        return (grads, losses) if return_value else grads
+
+    def _etrace_fn(self, seqs, step_fn, chunk_size):
+        t_len = self._check_etrace_args(seqs, step_fn, chunk_size)
 
         def loss_of(call, *seq_t):
             return self._with_call(call, step_fn, *seq_t)
@@ -334,11 +340,7 @@ class OnlineLearner(Learner):
             state, grads, losses = self._sequence(loss_of, chunk_size, theta, state, seqs)
             return state, [g / t_len for g in grads], losses
 
-        fn = self._jit(("etrace", step_fn, chunk_size, t_len), lambda: jax.jit(run))
-        state, grads, losses = fn(self._param_leaves(), self._current_state(), seqs)
-        self._store_state(state)
-        grads = self._grads_tree(grads)
-        return (grads, losses) if return_value else grads
+        return self._jit(("etrace", step_fn, chunk_size, t_len), lambda: jax.jit(run))
 
     def step(self, state: OnlineState, params: dict, x, y):
         """One pure online step: ``(state, out, grads)`` for the loss ``loss_fn(out, y)``.

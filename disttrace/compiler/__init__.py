@@ -3,6 +3,7 @@
 ``_jax_compat`` is the only module in disttrace that touches JAX internals.
 """
 
+from disttrace.compiler._bypass import output_bypasses_hidden as output_bypasses_hidden
 from disttrace.compiler._compile import compile_etrace_graph as compile_etrace_graph
 from disttrace.compiler._executor import op_function as op_function
 from disttrace.compiler._executor import op_weights as op_weights
@@ -25,6 +26,7 @@ __all__ = [
     "compile_etrace_graph",
     "op_function",
     "op_weights",
+    "output_bypasses_hidden",
     "path_str",
     "run_step",
 ]

@@ -10,8 +10,12 @@ Forward over the equations, every variable carries:
 - *parameter taint*: parameters that entered the data path other than as a trace-op
   weight, with the equation where they did.
 
-Trace-op equations cut the flow: their weights must be parameter-only values, and
-their output is a fresh source. From what reaches each new hidden value we get the
+Trace-op equations cut the flow: their weights must be parameter-only values
+(computed from parameters, literals and aux states the step leaves unchanged, such as
+frozen weights), and their output is a fresh source. An op none of whose weights
+comes from a parameter is a *constant op*: it is cut too, and where its output goes is
+recorded but never refused (nothing is traced through it: it has no hidden group and
+the learners keep no trace for it). From what reaches each new hidden value we get the
 hidden groups (union of element-wise hidden-to-hidden links), the (op, group)
 relations, and every situation in which a gradient would silently be wrong, which
 raises :class:`~disttrace.errors.CompilationError`.
@@ -36,7 +40,10 @@ _ELEMENTWISE = frozenset(
     square""".split()
 )
 _LOOPS = frozenset({"scan", "while", "cond", "fori_loop"})
-_CALLS = frozenset({"custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr", "remat", "checkpoint"})
+# Calls whose body decides: element-wise iff every equation inside is. "jit"/"pjit" are
+# the jit calls nested in a custom_jvp body (jax.nn.relu), which the step's inlining
+# does not reach.
+_CALLS = frozenset({"custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr", "remat", "checkpoint", "jit", "pjit"})
 
 
 def _is_elementwise(eqn) -> bool:
@@ -102,11 +109,18 @@ def analyse(closed, n_params: int, n_hidden: int, n_aux: int, leaf_names: list[s
 
     for v in jaxpr.constvars:
         info[v] = _Info(param_only=True)
+    n_aux_in = n_params + n_hidden + n_aux
+    aux_out = jaxpr.outvars[len(jaxpr.outvars) - n_aux :] if n_aux else []
     for idx, v in enumerate(jaxpr.invars):
         if idx < n_params:
             info[v] = _Info(param_only=True, params=frozenset({idx}))
         elif idx < n_params + n_hidden:
             info[v] = _Info(ew=frozenset({("h", idx - n_params)}))
+        elif idx < n_aux_in and aux_out[idx - n_params - n_hidden] is v:
+            # An aux leaf the step passes through unchanged (a frozen weight in a plain
+            # State) is the same value at every step of a sequence: a constant, so it may
+            # enter a trace-op weight, e.g. W_frozen + s·A·B with A, B parameters.
+            info[v] = _Info(param_only=True)
         else:
             info[v] = _Info()
 
@@ -116,10 +130,15 @@ def analyse(closed, n_params: int, n_hidden: int, n_aux: int, leaf_names: list[s
         ins = [get(a) for a in eqn.invars]
         rule = get_rule(jc.jit_name(eqn))
         text = None
+        const_op = False
         if rule is not None and not any(ins[wi].params for wi in rule.weight_argnums):
-            # No weight comes from a parameter (a frozen weight held in a plain State, a
-            # constant): the op is ordinary computation, with no trace to keep.
-            rule = None
+            # No weight comes from a parameter, so there is no trace to keep. With constant
+            # weights (a frozen weight in an unwritten State) the op stays a graph node
+            # (``weight_params == ()``) so that its input is cut like every trace op's
+            # (the diagonal approximation; a frozen *recurrent* weight would otherwise be
+            # a non-element-wise hidden dependence); otherwise it is ordinary computation.
+            const_op = all(ins[wi].param_only for wi in rule.weight_argnums) and not all(a.param_only for a in ins)
+            rule = rule if const_op else None
         if rule is not None:
             j = len(op_findings)
             weights = set()
@@ -149,7 +168,9 @@ def analyse(closed, n_params: int, n_hidden: int, n_aux: int, leaf_names: list[s
                 for src in a.ew | set(a.mixed):
                     if src[0] == "y" and k == rule.input_argnum:
                         op_findings[src[1]]["feeds"].add(j)
-            op_findings.append(dict(eqn_index=e_idx, rule=rule, weights=frozenset(weights), reach=set(), feeds=set()))
+            op_findings.append(
+                dict(eqn_index=e_idx, rule=rule, weights=frozenset(weights), reach=set(), feeds=set(), const=const_op)
+            )
             out = _Info(ew=frozenset({("y", j)}), taint=taint)
             for v in eqn.outvars:
                 info[v] = out
@@ -222,6 +243,10 @@ def analyse(closed, n_params: int, n_hidden: int, n_aux: int, leaf_names: list[s
                     primitive=prim,
                     equation=text,
                 )
+            if src[0] == "y" and op_findings[src[1]]["const"]:
+                # Nothing is traced through a constant op: how its output reaches h is free.
+                op_findings[src[1]]["reach"].add(i)
+                continue
             if src[0] == "h":
                 raise CompilationError(
                     f"hidden state {name!r} depends on hidden state {hidden_names[src[1]]!r} through the "

@@ -34,7 +34,9 @@ def _leaf_owner(paths, values) -> list[tuple]:
     return owner
 
 
-def compile_etrace_graph(model, *example_args, binding: ModuleBinding | None = None) -> ETraceGraph:
+def compile_etrace_graph(
+    model, *example_args, binding: ModuleBinding | None = None, warn: bool = True
+) -> ETraceGraph:
     """Reads ``model(*example_args)`` as a jaxpr and returns its eligibility-trace graph.
 
     The model's states must already exist (``brainstate.nn.init_all_states``); every
@@ -44,6 +46,8 @@ def compile_etrace_graph(model, *example_args, binding: ModuleBinding | None = N
       model: a ``brainstate.nn.Module`` whose step is ``model(*args)``.
       *example_args: one step's inputs (arrays or pytrees of arrays).
       binding: the state partition to use (default: computed from ``model``).
+      warn: emit a ``UserWarning`` for weights that get only their same-step gradient
+        (they are recorded in ``graph.records`` either way).
 
     Returns:
       The graph: hidden groups, trace ops and the groups they reach, diagnostics.
@@ -149,9 +153,10 @@ def compile_etrace_graph(model, *example_args, binding: ModuleBinding | None = N
         eqn = closed.jaxpr.eqns[f.eqn_index]
         inner = jc.call_jaxpr_of(eqn)
         rule = f.rule.specialize(inner.jaxpr.eqns)
-        group_ids = tuple(sorted({group_of[i] for i in f.hidden_reached}))
-        y_shape = tuple(eqn.outvars[0].aval.shape)
         weight_params = tuple(sorted({leaf_owner[p] for p in f.weight_leaves}))
+        # a constant op (no weight from a parameter) keeps no trace: it reaches no group
+        group_ids = tuple(sorted({group_of[i] for i in f.hidden_reached})) if weight_params else ()
+        y_shape = tuple(eqn.outvars[0].aval.shape)
         for g in group_ids:
             try:
                 jnp.broadcast_shapes(y_shape, groups[g].shape)
@@ -166,7 +171,16 @@ def compile_etrace_graph(model, *example_args, binding: ModuleBinding | None = N
                     path=", ".join(path_str(p) for p in weight_params),
                     equation=jc.eqn_to_str(eqn),
                 )
-        if not group_ids:
+        if not weight_params:
+            records.append(
+                CompilationRecord(
+                    DiagnosticKind.CONSTANT_OP,
+                    f"op{j}",
+                    f"trace op #{j} ({rule.name}) has constant weights (no ParamState): no trace, no gradient; "
+                    "its input is cut like every trace op's",
+                )
+            )
+        elif not group_ids:
             # Same-step only if a downstream op (transitively) reaches a hidden state;
             # an op feeding only memoryless ops (a readout) loses nothing.
             same_step = _feeds_hidden(j, found.ops)
@@ -221,7 +235,7 @@ def compile_etrace_graph(model, *example_args, binding: ModuleBinding | None = N
                 "non-hidden state: carried across steps without gradient (make it a HiddenState to trace it)",
             )
         )
-    for r in records:
+    for r in records if warn else ():
         if r.kind is DiagnosticKind.SAME_STEP_ONLY:
             warnings.warn(f"disttrace: {r.path}: {r.message}", stacklevel=2)
 

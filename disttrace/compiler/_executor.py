@@ -37,6 +37,7 @@ def run_step(
     cut: bool = False,
     stop_weights: frozenset[int] = frozenset(),
     hidden_perturb: Sequence[Any] | None = None,
+    detach_hidden: bool = False,
 ):
     """One model step.
 
@@ -48,6 +49,9 @@ def run_step(
       stop_weights: op indices whose weight operands get ``stop_gradient``.
       hidden_perturb: one array per hidden state, added to its new value where it
         is computed (so ``∂L/∂perturbation = ∂L_t/∂h_t`` through every later use).
+      detach_hidden: with ``hidden_perturb``, stop the gradient of each new hidden value
+        where it is computed, so that ``∂L/∂h_{t-1}`` keeps only the paths that
+        bypass every new hidden value.
 
     Returns:
       ``(out_leaves, hidden_new, aux_new_leaves, operands)`` where ``operands`` maps
@@ -91,13 +95,14 @@ def run_step(
             if i is None:
                 return val
             done.add(i)
-            return val + hidden_perturb[i]
+            return (jax.lax.stop_gradient(val) if detach_hidden else val) + hidden_perturb[i]
 
     outs = jc.interpret(graph.jaxpr, flat, hook=hook, on_write=on_write)
     h_new = outs[n_out : n_out + n_h]
     if hidden_perturb is not None:
         # a state passed through unchanged (or constant) is written by no equation
-        h_new = [h if i in done else h + hidden_perturb[i] for i, h in enumerate(h_new)]
+        keep = jax.lax.stop_gradient if detach_hidden else (lambda h: h)
+        h_new = [h if i in done else keep(h) + hidden_perturb[i] for i, h in enumerate(h_new)]
     return outs[:n_out], h_new, outs[n_out + n_h :], records
 
 

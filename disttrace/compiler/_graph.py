@@ -19,6 +19,7 @@ class DiagnosticKind(enum.Enum):
     SAME_STEP_ONLY = "same_step_only"  # reaches hidden only through another trace op
     UNUSED_PARAM = "unused_param"
     AUX_STATE_WRITTEN = "aux_state_written"  # a non-hidden state carries values across steps
+    CONSTANT_OP = "constant_op"  # a trace op with constant (frozen) weights: cut, no trace
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +135,9 @@ class ETraceGraph:
         lines.append(f"  trace ops ({len(self.ops)}):")
         for op in self.ops:
             ws = ", ".join(path_str(p) for p in op.weight_params) or "-"
-            reach = ", ".join(f"group {g}" for g in op.groups) or "no hidden state (same-step gradient)"
+            reach = ", ".join(f"group {g}" for g in op.groups) or (
+                "no hidden state (same-step gradient)" if op.weight_params else "constant weights (no trace)"
+            )
             lines.append(f"    [{op.index}] {op.name} y{op.out_shape} weights: {ws} -> {reach}")
         lines.append("  parameters:")
         for p, kind in self.param_kinds.items():

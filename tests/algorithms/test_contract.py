@@ -118,3 +118,16 @@ def test_compile_rejects_bad_arguments():
     with pytest.raises(ValueError, match="decay"):
         dt.compile(APPROX["rec_lif"](), dt.ES_D_RTRL, jnp.zeros((B, N_IN)), batch_size=B, decay=1.5)
     assert dt.ES_D_RTRL(decay_or_rank=19).f_decay == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("algo", sorted(ALGOS))
+def test_etrace_grad_memory_reports_the_compiled_sequence(algo):
+    learner = _learner(algo)
+    xs, ys = _data()
+    step_fn = lambda x, y: learner.loss_fn(learner(x), y)
+    mem = learner.etrace_grad_memory(xs, ys, step_fn=step_fn)
+    assert set(mem) == {"temp", "output", "argument"} and mem["output"] > 0
+    # the same function etrace_grad then runs: no second compile is cached
+    n_cached = len(learner._jitted)
+    learner.etrace_grad(xs, ys, step_fn=step_fn)
+    assert len(learner._jitted) == n_cached

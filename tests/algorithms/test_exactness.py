@@ -7,7 +7,7 @@ import pytest
 
 import disttrace as dt
 from disttrace.testing import flat, gradients
-from tests.algorithms.models import EXACT, N_IN, N_OUT
+from tests.algorithms.models import APPROX, EXACT, N_IN, N_OUT, Stack
 
 T, B = 50, 3
 
@@ -30,10 +30,21 @@ def test_d_rtrl_equals_bptt(x64, model, chunk):
     assert np.abs(flat(ref)).max() > 1e-3  # the comparison is not between zeros
 
 
-def test_first_step_es_equals_d_rtrl(x64):
-    # With one step, the bias-corrected ES trace equals the exact trace.
+FIRST_STEP = {
+    "lif_soft": EXACT["lif_soft"],
+    "alif": EXACT["alif"],
+    "rec_alif_leaky_readout": APPROX["rec_alif"],  # stacked: the readout's new value reads layer 0's
+    "lstm": lambda: Stack(dt.nn.LSTMCell(N_IN, 5), dt.nn.LeakyRateReadout(5, N_OUT, tau=0)),  # h_t reads c_t
+}
+
+
+@pytest.mark.parametrize("model", sorted(FIRST_STEP))
+def test_first_step_es_equals_d_rtrl(x64, model):
+    # With one step the bias-corrected ES traces equal the exact ones, so ES-D-RTRL must
+    # equal D-RTRL; this fails if the learning signal counts a path twice (hidden values
+    # written from other new hidden values in the same step).
     xs, ys = _data()
     xs, ys = xs[:1], ys[:1]
-    ref = gradients(EXACT["lif_soft"], dt.D_RTRL, xs, ys)
-    got = gradients(EXACT["lif_soft"], dt.ES_D_RTRL, xs, ys)
+    ref = gradients(FIRST_STEP[model], dt.D_RTRL, xs, ys)
+    got = gradients(FIRST_STEP[model], dt.ES_D_RTRL, xs, ys)
     np.testing.assert_allclose(flat(got), flat(ref), rtol=0, atol=1e-12)
