@@ -73,7 +73,7 @@ def _families(a):
         "linear": (lambda: _Leaky((n,), nn.Linear(i, n)), (i,)),
         "conv2d": (lambda: _Leaky((s, s, 8), nn.Conv2d((s, s, 4), 8, 3)), (s, s, 4)),
         "layernorm": (lambda: _Leaky((n,), nn.Linear(i, n), nn.LayerNorm(n)), (i,)),
-        "lif": (lambda: _Seq(nn.Linear(i, n), nn.LIF(n, tau=5.0) if _neuron_only() else nn.LIF(n, n),
+        "lif": (lambda: _Seq(nn.Linear(i, n), nn.LIF(n, tau=5.0),
                              nn.Linear(n, 10)), (i,)),
         "gru": (lambda: _Seq(nn.GRUCell(i, n), nn.Linear(n, 10)), (i,)),
         "lstm": (lambda: _Seq(nn.LSTMCell(i, n), nn.Linear(n, 10)), (i,)),
@@ -84,12 +84,6 @@ def _families(a):
             (i,),
         )
     return fams
-
-
-def _neuron_only():
-    import inspect
-
-    return "in_size" in inspect.signature(dt.nn.LIF.__init__).parameters
 
 
 def _time(make, in_shape, algo, a):

@@ -50,7 +50,7 @@ def compile(  # noqa: A001 - the name braintrace users know
 
     Example:
       >>> import brainstate, jax.numpy as jnp, disttrace as dt
-      >>> net = dt.nn.LIF(3, 4)
+      >>> net = dt.nn.LIFLayer(3, 4)
       >>> learner = dt.compile(net, dt.D_RTRL, jnp.zeros((2, 3)), batch_size=2)
       >>> learner.graph.groups[0].k
       1

@@ -13,7 +13,7 @@ Layer: above ``algorithms``/``compiler``, below ``nn``, ``tasks`` and ``train``.
 Example:
   >>> import jax, jax.numpy as jnp, optax, disttrace as dt, disttrace.distributed as dd
   >>> mse = lambda out, y: jnp.mean((out - y) ** 2)
-  >>> learner = dt.compile(dt.nn.LIF(3, 8), dt.D_RTRL, jnp.zeros((4, 3)), batch_size=4, loss_fn=mse)
+  >>> learner = dt.compile(dt.nn.LIFLayer(3, 8), dt.D_RTRL, jnp.zeros((4, 3)), batch_size=4, loss_fn=mse)
   >>> mesh = dd.make_mesh(data=2, model=2, devices=jax.devices()[:4])
   >>> opt = optax.sgd(0.1)
   >>> rules = dd.partition_rules(learner, opt, mesh, (jnp.zeros((4, 3)), jnp.zeros((4, 8))))

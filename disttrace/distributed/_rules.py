@@ -296,7 +296,7 @@ def partition_rules(
     Example:
       >>> import jax, jax.numpy as jnp, optax, disttrace as dt, disttrace.distributed as dd
       >>> from jax.sharding import AbstractMesh, PartitionSpec as P
-      >>> learner = dt.compile(dt.nn.LIF(3, 4), dt.D_RTRL, jnp.zeros((2, 3)), batch_size=2)
+      >>> learner = dt.compile(dt.nn.LIFLayer(3, 4), dt.D_RTRL, jnp.zeros((2, 3)), batch_size=2)
       >>> mesh = AbstractMesh((2, 2), ("data", "model"))
       >>> rules = dd.partition_rules(learner, optax.sgd(0.1), mesh, (jnp.zeros((2, 3)), jnp.zeros((2, 4))))
       >>> rules.specs["learner_state/traces/op0/g0/0"]  # (B, K, I, O)

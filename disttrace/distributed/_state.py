@@ -46,7 +46,7 @@ def train_state(learner, optimizer) -> TrainState:
 
     Example:
       >>> import jax, jax.numpy as jnp, optax, disttrace as dt, disttrace.distributed as dd
-      >>> learner = dt.compile(dt.nn.LIF(3, 4), dt.D_RTRL, jnp.zeros((2, 3)), batch_size=2)
+      >>> learner = dt.compile(dt.nn.LIFLayer(3, 4), dt.D_RTRL, jnp.zeros((2, 3)), batch_size=2)
       >>> shapes = jax.eval_shape(lambda: dd.train_state(learner, optax.sgd(0.1)))
       >>> shapes.learner_state.traces["op0/g0"][0].shape  # (B, K, I, O)
       (2, 1, 3, 4)

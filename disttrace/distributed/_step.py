@@ -66,7 +66,7 @@ def init_train_state(learner, optimizer: optax.GradientTransformation, rules: Pa
 
     Example:
       >>> import jax, jax.numpy as jnp, optax, disttrace as dt, disttrace.distributed as dd
-      >>> learner = dt.compile(dt.nn.LIF(3, 4), dt.D_RTRL, jnp.zeros((2, 3)), batch_size=2)
+      >>> learner = dt.compile(dt.nn.LIFLayer(3, 4), dt.D_RTRL, jnp.zeros((2, 3)), batch_size=2)
       >>> mesh = dd.make_mesh(1, 1, devices=jax.devices()[:1])
       >>> rules = dd.partition_rules(learner, optax.sgd(0.1), mesh, (jnp.zeros((2, 3)), jnp.zeros((2, 4))))
       >>> state = dd.init_train_state(learner, optax.sgd(0.1), rules)
@@ -102,7 +102,7 @@ def shard_batch(rules: PartitionRules, x, y, *, process_local: bool = False) -> 
 
     Example:
       >>> import jax, jax.numpy as jnp, optax, disttrace as dt, disttrace.distributed as dd
-      >>> learner = dt.compile(dt.nn.LIF(3, 4), dt.D_RTRL, jnp.zeros((2, 3)), batch_size=2)
+      >>> learner = dt.compile(dt.nn.LIFLayer(3, 4), dt.D_RTRL, jnp.zeros((2, 3)), batch_size=2)
       >>> mesh = dd.make_mesh(1, 1, devices=jax.devices()[:1])
       >>> rules = dd.partition_rules(learner, optax.sgd(0.1), mesh, (jnp.zeros((2, 3)), jnp.zeros((2, 4))))
       >>> x, y = dd.shard_batch(rules, jnp.ones((2, 3)), jnp.ones((2, 4)))
@@ -158,7 +158,7 @@ def make_train_step(
     Example:
       >>> import jax, jax.numpy as jnp, optax, disttrace as dt, disttrace.distributed as dd
       >>> mse = lambda out, y: jnp.mean((out - y) ** 2)
-      >>> learner = dt.compile(dt.nn.LIF(3, 4), dt.D_RTRL, jnp.zeros((2, 3)), batch_size=2, loss_fn=mse)
+      >>> learner = dt.compile(dt.nn.LIFLayer(3, 4), dt.D_RTRL, jnp.zeros((2, 3)), batch_size=2, loss_fn=mse)
       >>> mesh = dd.make_mesh(1, 1, devices=jax.devices()[:1])
       >>> opt = optax.sgd(0.1)
       >>> rules = dd.partition_rules(learner, opt, mesh, (jnp.zeros((2, 3)), jnp.zeros((2, 4))))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import brainstate
 
-from disttrace.nn._neurons import ALIF, LIF
 from disttrace.nn._readout import LeakyRateReadout
+from disttrace.nn._spiking_layers import ALIFLayer, LIFLayer
 
 __all__ = ["SpikingNet"]
 
@@ -38,7 +38,7 @@ class SpikingNet(brainstate.nn.Module):
             raise ValueError(f"SpikingNet: argument 'neuron' must be 'lif' or 'alif'; got {neuron!r}")
         if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
             raise ValueError(f"SpikingNet: argument 'n_layers' must be a positive int; got {n_layers!r}")
-        cls = LIF if neuron == "lif" else ALIF
+        cls = LIFLayer if neuron == "lif" else ALIFLayer
         self.layers = [
             cls(n_in if i == 0 else n_rec, n_rec, recurrent=recurrent, **neuron_kwargs) for i in range(n_layers)
         ]

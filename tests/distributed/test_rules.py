@@ -74,7 +74,7 @@ def test_defaults_es_d_rtrl():
 def test_defaults_multi_state_groups_and_element_wise():
     """ALIF (a 2-state group: K = 2 is never split) and LeakyRate's element-wise decay."""
     brainstate.random.seed(0)
-    net = _stack(dt.nn.ALIF(8, 16, recurrent=True), dt.nn.LeakyRate(16, 8))
+    net = _stack(dt.nn.ALIFLayer(8, 16, recurrent=True), dt.nn.LeakyRate(16, 8))
     learner = dt.compile(net, dt.D_RTRL, jnp.zeros((8, 8)), batch_size=8, loss_fn=cases.mse)
     rules = dd.partition_rules(learner, optax.sgd(0.1), _mesh(2, 4), (jnp.zeros((8, 8)), jnp.zeros((8, 8))))
     for leaf in rules.leaves:
@@ -163,7 +163,7 @@ def test_indivisible_output_names_path_shape_mesh():
 
 def test_indivisible_batch_names_path_shape_mesh():
     brainstate.random.seed(0)
-    learner = dt.compile(dt.nn.LIF(8, 32), dt.D_RTRL, jnp.zeros((12, 8)), batch_size=12)
+    learner = dt.compile(dt.nn.LIFLayer(8, 32), dt.D_RTRL, jnp.zeros((12, 8)), batch_size=12)
     with pytest.raises(ValueError) as err:
         dd.partition_rules(learner, optax.sgd(0.1), _mesh(8, 1), _batch(b=12))
     msg = str(err.value)
@@ -257,7 +257,7 @@ def test_shard_batch_checks_shapes_and_process_local():
 
 def test_train_step_needs_loss_fn():
     brainstate.random.seed(0)
-    learner = dt.compile(dt.nn.LIF(8, 32), dt.D_RTRL, jnp.zeros((16, 8)), batch_size=16)
+    learner = dt.compile(dt.nn.LIFLayer(8, 32), dt.D_RTRL, jnp.zeros((16, 8)), batch_size=16)
     rules = dd.partition_rules(learner, ADAM, dd.make_mesh(8, 1), (jnp.zeros((16, 8)), jnp.zeros((16, 32))))
     with pytest.raises(ValueError, match="'learner' has no loss_fn"):
         dd.make_train_step(learner, ADAM, rules)
@@ -280,7 +280,7 @@ def test_optimizer_leaf_follows_its_own_param_not_a_suffix_namesake():
         def __init__(self):
             super().__init__()
             self.zcell = Cell()
-            self.lif = dt.nn.LIF(32, 32)
+            self.lif = dt.nn.LIFLayer(32, 32)
             self.weight = brainstate.ParamState(brainstate.random.normal(0.0, 0.3, (32, 32)))
 
         def update(self, x):

@@ -24,7 +24,6 @@ LeakySpikeReadout   0.6683
 import brainstate
 
 import disttrace as dt
-from disttrace.nn import _spiking
 from tests.nn.layer_case import LayerCase, Stack
 
 N_IN, N, N_OUT = 3, 6, 2
@@ -39,11 +38,11 @@ def _net(neuron):
 
 
 _NEURONS = {
-    "IF": lambda: _spiking.IF(N, learnable=("V_th",)),
-    "LIF": lambda: _spiking.LIF(N, tau=2.0, learnable=("tau", "V_th")),
-    "LIF_hard": lambda: _spiking.LIF(N, tau=2.0, spk_reset="hard", spk_fun="sigmoid"),
-    "ALIF": lambda: _spiking.ALIF(N, tau=2.0, tau_a=20.0, learnable=("tau", "tau_a", "beta")),
-    "Expon": lambda: _spiking.Expon(N, tau=4.0, learnable=("tau",)),
+    "IF": lambda: dt.nn.IF(N, learnable=("V_th",)),
+    "LIF": lambda: dt.nn.LIF(N, tau=2.0, learnable=("tau", "V_th")),
+    "LIF_hard": lambda: dt.nn.LIF(N, tau=2.0, spk_reset="hard", spk_fun="sigmoid"),
+    "ALIF": lambda: dt.nn.ALIF(N, tau=2.0, tau_a=20.0, learnable=("tau", "tau_a", "beta")),
+    "Expon": lambda: dt.nn.Expon(N, tau=4.0, learnable=("tau",)),
 }
 _FLOORS = {"IF": 0.98, "LIF": 0.99, "LIF_hard": 0.98, "ALIF": 0.99, "Expon": 0.99}
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import disttrace as dt
-from disttrace.nn import _spiking
 
 X = jax.random.normal(jax.random.PRNGKey(0), (3, 4))
 ZERO = brainstate.nn.init.ZeroInit()
@@ -139,19 +138,19 @@ def test_lif_and_alif_follow_their_formulas():
         a = rho * a + s
         va = alpha * (va - theta * s) + (1 - alpha) * c
         aspikes.append((va > th + beta * a).astype(float))
-    np.testing.assert_array_equal(_run(_spiking.LIF(3, tau=tau), currents), np.stack(spikes))
-    np.testing.assert_array_equal(_run(_spiking.ALIF(3, tau=tau, tau_a=tau_a, beta=beta), currents), np.stack(aspikes))
+    np.testing.assert_array_equal(_run(dt.nn.LIF(3, tau=tau), currents), np.stack(spikes))
+    np.testing.assert_array_equal(_run(dt.nn.ALIF(3, tau=tau, tau_a=tau_a, beta=beta), currents), np.stack(aspikes))
     assert np.stack(spikes).sum() > 0
 
 
 def test_neuron_arguments_are_checked():
     with pytest.raises(ValueError, match="learnable"):
-        _spiking.LIF(3, learnable=("tau_a",))
+        dt.nn.LIF(3, learnable=("tau_a",))
     with pytest.raises(ValueError, match="spk_reset"):
-        _spiking.LIF(3, spk_reset="none")
+        dt.nn.LIF(3, spk_reset="none")
     with pytest.raises(ValueError, match="tau"):
-        _spiking.LIF(3, tau=0.0)
+        dt.nn.LIF(3, tau=0.0)
     with pytest.raises(ValueError, match="spk_fun"):
-        _spiking.IF(3, spk_fun="relu")
+        dt.nn.IF(3, spk_fun="relu")
     with brainstate.environ.context(dt=0.5 * u.ms):
-        assert _spiking.LIF(3, tau=5.0 * u.ms)._constants["tau"] == pytest.approx(10.0)
+        assert dt.nn.LIF(3, tau=5.0 * u.ms)._constants["tau"] == pytest.approx(10.0)

@@ -1,4 +1,7 @@
-"""Spiking and leaky-rate layers whose weights learn online.
+"""Spiking and leaky-rate layers that own their weights (input and optional recurrent).
+
+For neurons without weights of their own (brainpy/braintrace style, driven by a
+separate ``Linear``/``Conv``) see ``IF``, ``LIF``, ``ALIF`` in ``_spiking``.
 
 Every layer owns its input weight (and optionally a recurrent weight), applied with
 ``ops.matmul`` to ``[x_t, s_{t-1}]``, and learnable per-neuron parameters go through
@@ -34,7 +37,7 @@ import jax.numpy as jnp
 from disttrace.nn._surrogate import spike
 from disttrace.ops import element_wise, matmul
 
-__all__ = ["ALIF", "LIF", "LeakyRate"]
+__all__ = ["ALIFLayer", "LIFLayer", "LeakyRate"]
 
 
 def _check_size(who, **sizes):
@@ -74,7 +77,7 @@ class _SpikingLayer(brainstate.nn.Module):
         return spike(dist / self.v_th, self.surrogate, self.surrogate_scale)
 
 
-class LIF(_SpikingLayer):
+class LIFLayer(_SpikingLayer):
     """Leaky integrate-and-fire layer (see the module docstring).
 
     Args:
@@ -91,16 +94,16 @@ class LIF(_SpikingLayer):
 
     Example:
       >>> import brainstate, jax.numpy as jnp, disttrace as dt
-      >>> lif = dt.nn.LIF(3, 5)
+      >>> lif = dt.nn.LIFLayer(3, 5)
       >>> brainstate.nn.init_all_states(lif, batch_size=2)
-      LIF(...)
+      LIFLayer(...)
       >>> lif(jnp.ones((2, 3))).shape
       (2, 5)
     """
 
     def __init__(self, n_in, n_rec, tau=10.0, v_th=1.0, recurrent=False, reset="soft",
                  surrogate="fast_sigmoid", surrogate_scale=4.0, w_scale=1.0, name=None):
-        super().__init__("LIF", n_in, n_rec, tau, v_th, recurrent, reset, surrogate, surrogate_scale, w_scale, name)
+        super().__init__("LIFLayer", n_in, n_rec, tau, v_th, recurrent, reset, surrogate, surrogate_scale, w_scale, name)
 
     def init_state(self, batch_size=None, **kwargs):
         self.V = brainstate.HiddenState(jnp.zeros((batch_size, self.n_rec)))
@@ -117,28 +120,28 @@ class LIF(_SpikingLayer):
         return self._spike(v - self.v_th)
 
 
-class ALIF(_SpikingLayer):
+class ALIFLayer(_SpikingLayer):
     """Adaptive LIF: the threshold rises by ``beta`` per spike and decays with ``tau_a``.
 
-    Args: as :class:`LIF`, plus ``tau_a`` (adaptation time constant, steps) and
+    Args: as :class:`LIFLayer`, plus ``tau_a`` (adaptation time constant, steps) and
       ``beta`` (adaptation strength).
 
     State: ``V`` and ``a`` (B, N), one 2-state hidden group.
 
     Example:
       >>> import brainstate, jax.numpy as jnp, disttrace as dt
-      >>> alif = dt.nn.ALIF(3, 5)
+      >>> alif = dt.nn.ALIFLayer(3, 5)
       >>> brainstate.nn.init_all_states(alif, batch_size=2)
-      ALIF(...)
+      ALIFLayer(...)
       >>> alif(jnp.ones((2, 3))).shape
       (2, 5)
     """
 
     def __init__(self, n_in, n_rec, tau=10.0, tau_a=50.0, beta=0.5, v_th=1.0, recurrent=False,
                  surrogate="fast_sigmoid", surrogate_scale=4.0, w_scale=1.0, name=None):
-        super().__init__("ALIF", n_in, n_rec, tau, v_th, recurrent, "soft", surrogate, surrogate_scale, w_scale, name)
+        super().__init__("ALIFLayer", n_in, n_rec, tau, v_th, recurrent, "soft", surrogate, surrogate_scale, w_scale, name)
         if not tau_a > 0:
-            raise ValueError(f"ALIF: argument 'tau_a' must be > 0 (time steps); got {tau_a!r}")
+            raise ValueError(f"ALIFLayer: argument 'tau_a' must be > 0 (time steps); got {tau_a!r}")
         self.rho, self.beta = math.exp(-1.0 / tau_a), float(beta)
 
     def init_state(self, batch_size=None, **kwargs):
