@@ -13,6 +13,7 @@ from disttrace import distributed as distributed
 from disttrace import errors as errors
 from disttrace import nn as nn
 from disttrace import ops as ops
+from disttrace import train as train
 from disttrace.algorithms import BPTT as BPTT
 from disttrace.algorithms import D_RTRL as D_RTRL
 from disttrace.algorithms import ES_D_RTRL as ES_D_RTRL
@@ -39,4 +40,5 @@ __all__ = [
     "nn",
     "ops",
     "pp_prop",
+    "train",
 ]
