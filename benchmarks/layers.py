@@ -5,13 +5,14 @@ followed by an element-wise leaky integrator so it has a hidden state):
 
 - ``linear``: Linear(I, N) -> leaky integrator;
 - ``conv2d``: Conv2d((S, S, C), F, 3) -> leaky integrator;
-- ``layernorm``: Linear -> LayerNorm -> leaky integrator;
+- ``layernorm``: LayerNorm(I) -> leaky integrator;
 - ``lif``: Linear(I, N) -> LIF(N) -> Linear readout;
 - ``gru`` / ``lstm``: GRUCell / LSTMCell(I, N) -> Linear readout;
 - ``lora``: LoRA(I, r, N) on a frozen Linear base -> leaky integrator.
 
 Per (family, algorithm): the per-step time is the steady wall time of
-``learner.etrace_grad`` over ``--T`` steps (mean of ``--repeats`` calls after the first,
+``learner.etrace_grad`` over ``--T`` steps (``d_rtrl_chunk``: D-RTRL with
+``chunk_size=--chunk``) (mean of ``--repeats`` calls after the first,
 ``jax.block_until_ready``) divided by T; ``x BPTT`` is its ratio to BPTT's. A family a
 layer cannot be built for (e.g. LoRA missing) is recorded with its error.
 
@@ -35,7 +36,7 @@ import jax.numpy as jnp
 import disttrace as dt
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ALGOS = {"bptt": dt.BPTT, "d_rtrl": dt.D_RTRL, "es_d_rtrl": dt.ES_D_RTRL}
+ALGOS = {"bptt": dt.BPTT, "d_rtrl": dt.D_RTRL, "d_rtrl_chunk": dt.D_RTRL, "es_d_rtrl": dt.ES_D_RTRL}
 
 
 class _Leaky(brainstate.nn.Module):
@@ -72,7 +73,9 @@ def _families(a):
     fams = {
         "linear": (lambda: _Leaky((n,), nn.Linear(i, n)), (i,)),
         "conv2d": (lambda: _Leaky((s, s, 8), nn.Conv2d((s, s, 4), 8, 3)), (s, s, 4)),
-        "layernorm": (lambda: _Leaky((n,), nn.Linear(i, n), nn.LayerNorm(n)), (i,)),
+        # a norm between a trace op and a hidden state would mix the op's neurons (the
+        # compiler rejects that), so the norm acts on the input here
+        "layernorm": (lambda: _Leaky((i,), nn.LayerNorm(i)), (i,)),
         "lif": (lambda: _Seq(nn.Linear(i, n), nn.LIF(n, tau=5.0),
                              nn.Linear(n, 10)), (i,)),
         "gru": (lambda: _Seq(nn.GRUCell(i, n), nn.Linear(n, 10)), (i,)),
@@ -95,7 +98,8 @@ def _time(make, in_shape, algo, a):
     out = learner.predict(xs[:1])
     ys = jnp.zeros((a.T, *out.shape[1:]))
     step_fn = lambda x, y: jnp.mean((learner(x) - y) ** 2)  # one function: etrace_grad caches its jit by it
-    run = lambda: learner.etrace_grad(xs, ys, step_fn=step_fn)
+    chunk = a.chunk if algo == "d_rtrl_chunk" else None
+    run = lambda: learner.etrace_grad(xs, ys, step_fn=step_fn, chunk_size=chunk)
     t0 = time.perf_counter()
     jax.block_until_ready(run())
     first = time.perf_counter() - t0
@@ -116,6 +120,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--T", type=int, default=100)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--chunk", type=int, default=50, help="chunk_size of the d_rtrl_chunk rows")
     p.add_argument("--families", nargs="*", default=None)
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)

@@ -11,6 +11,7 @@ from disttrace import algorithms as algorithms
 from disttrace import compiler as compiler
 from disttrace import distributed as distributed
 from disttrace import errors as errors
+from disttrace import lora as lora
 from disttrace import nn as nn
 from disttrace import ops as ops
 from disttrace import train as train
@@ -37,6 +38,7 @@ __all__ = [
     "compiler",
     "distributed",
     "errors",
+    "lora",
     "nn",
     "ops",
     "pp_prop",

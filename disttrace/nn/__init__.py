@@ -8,6 +8,7 @@ from disttrace.nn import (
     _conv,
     _embedding,
     _linear,
+    _lora,
     _lru,
     _networks,
     _normalization,
@@ -20,6 +21,7 @@ from disttrace.nn import (
 from disttrace.nn._conv import *  # noqa: F401,F403
 from disttrace.nn._embedding import *  # noqa: F401,F403
 from disttrace.nn._linear import *  # noqa: F401,F403
+from disttrace.nn._lora import *  # noqa: F401,F403
 from disttrace.nn._lru import *  # noqa: F401,F403
 from disttrace.nn._networks import *  # noqa: F401,F403
 from disttrace.nn._normalization import *  # noqa: F401,F403
@@ -35,6 +37,7 @@ __all__ = sorted(
         *_embedding.__all__,
         *_normalization.__all__,
         *_linear.__all__,
+        *_lora.__all__,
         *_lru.__all__,
         *_networks.__all__,
         *_spiking.__all__,

@@ -6,6 +6,11 @@ a hidden state their eligibility traces are kept (O(B·K·N), exact under every
 algorithm). Running statistics of batch norm are ``brainstate.BatchState``s: carried
 across steps, never learned.
 
+A norm placed between a trace op and the hidden state it drives (``h = f(LN(x W))``)
+mixes that op's output neurons, which the diagonal trace cannot represent: the compiler
+raises a ``CompilationError`` naming the op. Normalise the inputs of a recurrent layer,
+or its outputs, instead.
+
 Parameter layout as brainstate: LayerNorm ``weight.value == {'scale', 'bias'}`` (F,),
 RMSNorm ``scale.value == {'scale'}`` (F,), BatchNorm ``weight.value == {'scale',
 'bias'}`` (1, ..., C) with ``running_mean``/``running_var`` (1, ..., C).

@@ -10,6 +10,8 @@ from disttrace.ops._element_wise import ElementWiseRule as ElementWiseRule
 from disttrace.ops._element_wise import element_wise as element_wise
 from disttrace.ops._embedding import embedding as embedding
 from disttrace.ops._grouped import grouped_matmul as grouped_matmul
+from disttrace.ops._lora import lora_conv as lora_conv
+from disttrace.ops._lora import lora_embedding as lora_embedding
 from disttrace.ops._lora import lora_matmul as lora_matmul
 from disttrace.ops._matmul import MatmulRule as MatmulRule
 from disttrace.ops._matmul import matmul as matmul
@@ -29,6 +31,8 @@ __all__ = [
     "embedding",
     "get_rule",
     "grouped_matmul",
+    "lora_conv",
+    "lora_embedding",
     "lora_matmul",
     "matmul",
     "register",

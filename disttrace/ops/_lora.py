@@ -11,19 +11,36 @@ constant within a sequence:
 
 .. math::
     ∂L/∂A = alpha · G B^T, \\qquad ∂L/∂B = alpha · A^T G.
+
+Two more low-rank ops follow the same pattern (trace of the effective dense weight,
+mapped to the factors by a VJP of ``A·B``):
+
+- :func:`lora_embedding`: ``y = alpha · A[idx] @ B`` — a gather of rows of ``A``
+  (V, r) then a product with ``B`` (r, O); in trace space a matmul with one-hot
+  features (B, V), so D-RTRL keeps (B, K, V, O), as the dense ``embedding`` does.
+- :func:`lora_conv`: ``y = alpha · conv(x, A) @ B`` with ``A`` a (*window, C, r)
+  kernel and ``B`` (r, O): the effective kernel is ``alpha·A·B`` (*window, C, O), of
+  rank r over (prod(window)·C) × O. In trace space it is the dense ``conv``: D-RTRL
+  keeps (B, K, P, F, O), ES-D-RTRL the patches (B, P, F).
+
+For these two, ``alpha`` multiplies ``B`` before the op (a parameter-only product, so
+the learners' weight VJP carries it); their rules never need to know it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
+from disttrace.ops._conv import _ConvRule, _dimension_numbers
 from disttrace.ops._matmul import MatmulRule
 from disttrace.ops._registry import register, trace_op
 
-__all__ = ["lora_matmul"]
+__all__ = ["lora_conv", "lora_embedding", "lora_matmul"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,3 +104,163 @@ def lora_matmul(x: jax.Array, lora_b: jax.Array, lora_a: jax.Array, alpha: float
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
         raise ValueError(f"lora_matmul: argument 'alpha' must be a float; got {alpha!r}")
     return _lora_op(x, lora_b, lora_a, float(alpha))
+
+
+def _check_alpha(who: str, alpha) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float):
+        raise ValueError(f"{who}: argument 'alpha' must be a float; got {alpha!r}")
+    return float(alpha)
+
+
+def _factor_product_vjp(product, g, *factors):
+    """Gradients of the factors from ``g``, the gradient of ``product(*factors)``."""
+    out, vjp = jax.vjp(product, *factors)
+    return vjp(g.astype(out.dtype))
+
+
+# ---- embedding rows: y = A[idx] @ B ---------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _LoRAEmbeddingRule(MatmulRule):
+    """Operands ``(idx, lora_b, lora_a)``; trace space (V, O) with one-hot features."""
+
+    def features(self, operands):
+        idx, _, lora_a = operands
+        return jax.nn.one_hot(idx, lora_a.shape[0], dtype=lora_a.dtype)
+
+    def _n_out(self, operands):
+        return operands[1].shape[-1]
+
+    def to_weights(self, tgrad, operands, op_fn):
+        (g,) = tgrad
+        _, lora_b, lora_a = operands
+        return _factor_product_vjp(lambda b_, a_: a_ @ b_, g, lora_b, lora_a)
+
+
+register(_LoRAEmbeddingRule(name="lora_embedding", input_argnum=0, weight_argnums=(1, 2)))
+
+
+def _dt_lora_embedding(idx, lora_b, lora_a):
+    return jnp.take(lora_a, idx, axis=0) @ lora_b
+
+
+_lora_embedding_op = trace_op("lora_embedding", _dt_lora_embedding)
+
+
+def lora_embedding(idx: jax.Array, lora_b: jax.Array, lora_a: jax.Array, alpha: float = 1.0) -> jax.Array:
+    """Low-rank embedding rows ``alpha · lora_a[idx] @ lora_b`` with eligibility traces.
+
+    Equals ``embedding(idx, alpha · lora_a @ lora_b)`` without forming the (V, O) table.
+
+    Args:
+      idx: integer indices, shape (B,) or ().
+      lora_b: (r, O) factor.
+      lora_a: (V, r) factor (one row per vocabulary entry).
+      alpha: scale.
+
+    Returns:
+      (B, O) rows (or (O,) for a scalar ``idx``).
+
+    Raises:
+      ValueError: on a non-integer ``idx``, mismatched factor shapes or a bad
+        ``alpha``, naming the argument.
+
+    Example:
+      >>> import jax.numpy as jnp, disttrace as dt
+      >>> from disttrace.ops._lora import lora_embedding
+      >>> lora_embedding(jnp.array([0, 2]), jnp.ones((1, 4)), jnp.ones((3, 1)), 0.5).shape
+      (2, 4)
+    """
+    idx, lora_b, lora_a = jnp.asarray(idx), jnp.asarray(lora_b), jnp.asarray(lora_a)
+    if not jnp.issubdtype(idx.dtype, jnp.integer) or idx.ndim > 1:
+        raise ValueError(f"lora_embedding: argument 'idx' must be integer of shape (B,) or (); got {idx.dtype}{list(idx.shape)}")
+    if lora_a.ndim != 2 or lora_b.ndim != 2 or lora_a.shape[1] != lora_b.shape[0]:
+        raise ValueError(
+            f"lora_embedding: 'lora_a' must be (V, r) and 'lora_b' (r, O); got {lora_a.shape} and {lora_b.shape}"
+        )
+    alpha = _check_alpha("lora_embedding", alpha)
+    return _lora_embedding_op(idx, lora_b * alpha, lora_a)
+
+
+# ---- convolution: y = conv(x, A) @ B ----------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _LoRAConvRule(_ConvRule):
+    """Operands ``(x, lora_a, lora_b)`` with ``lora_a`` a (*window, C, r) kernel.
+
+    The trace is the dense conv's, over the effective (*window, C, O) kernel ``A·B``.
+    """
+
+    def dr_zeros(self, operands, batch, k, neuron_shape, dtype):
+        _, lora_a, lora_b = operands
+        n_pos = math.prod(neuron_shape[:-1])
+        f = math.prod(lora_a.shape[:-1])
+        return (jnp.zeros((batch, k, n_pos, f, lora_b.shape[-1]), dtype),)
+
+    def to_weights(self, tgrad, operands, op_fn):
+        (g,) = tgrad
+        _, lora_a, lora_b = operands
+        nd = lora_a.ndim - 2
+        # rows of g are ordered (C, *window): back to the (*window, C, O) kernel layout
+        g = jnp.moveaxis(g.reshape((lora_a.shape[-2], *lora_a.shape[:nd], lora_b.shape[-1])), 0, nd)
+        return _factor_product_vjp(lambda a_, b_: jnp.einsum("...cr,ro->...co", a_, b_), g, lora_a, lora_b)
+
+
+register(_LoRAConvRule(name="lora_conv", input_argnum=0, weight_argnums=(1, 2)))
+
+
+def _dt_lora_conv(x, lora_a, lora_b, strides, padding):
+    nd = lora_a.ndim - 2
+    z = lax.conv_general_dilated(x, lora_a, strides, padding, dimension_numbers=_dimension_numbers(nd))
+    return z @ lora_b
+
+
+_lora_conv_op = trace_op("lora_conv", _dt_lora_conv, static_argnames=("strides", "padding"))
+
+
+def lora_conv(
+    x: jax.Array, lora_b: jax.Array, lora_a: jax.Array, alpha: float = 1.0, *, strides=None, padding="SAME"
+) -> jax.Array:
+    """Low-rank convolution ``alpha · conv(x, lora_a) @ lora_b`` with eligibility traces.
+
+    Equals ``conv(x, alpha · einsum('...cr,ro->...co', lora_a, lora_b))`` without forming
+    the dense kernel: the input is convolved with r channels, then mixed to O.
+
+    Args:
+      x: input (B, *spatial, C), channels last.
+      lora_b: (r, O) factor.
+      lora_a: (*window, C, r) factor, a kernel with r output channels.
+      alpha: scale.
+      strides: per-spatial-dim strides (default 1).
+      padding: ``"SAME"``, ``"VALID"`` or explicit pairs.
+
+    Returns:
+      (B, *spatial_out, O).
+
+    Raises:
+      ValueError: on mismatched ranks, channels or factor shapes, naming the argument.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from disttrace.ops._lora import lora_conv
+      >>> lora_conv(jnp.ones((2, 8, 3)), jnp.ones((2, 4)), jnp.ones((3, 3, 2))).shape
+      (2, 8, 4)
+    """
+    x, lora_b, lora_a = jnp.asarray(x), jnp.asarray(lora_b), jnp.asarray(lora_a)
+    nd = lora_a.ndim - 2
+    if nd < 1 or nd > 3:
+        raise ValueError(f"lora_conv: argument 'lora_a' must be a (*window, C, r) kernel with 1-3 window dims; got {lora_a.shape}")
+    if lora_b.ndim != 2 or lora_b.shape[0] != lora_a.shape[-1]:
+        raise ValueError(f"lora_conv: argument 'lora_b' must be ({lora_a.shape[-1]}, O) to match 'lora_a'; got {lora_b.shape}")
+    if x.ndim != nd + 2 or x.shape[-1] != lora_a.shape[-2]:
+        raise ValueError(
+            f"lora_conv: argument 'x' must have shape (B, *spatial, {lora_a.shape[-2]}) with {nd} spatial dims; "
+            f"got {x.shape}"
+        )
+    alpha = _check_alpha("lora_conv", alpha)
+    strides = (1,) * nd if strides is None else tuple(int(s) for s in strides)
+    if not isinstance(padding, str):
+        padding = tuple(tuple(int(v) for v in p) for p in padding)
+    return _lora_conv_op(x, lora_a, lora_b * alpha, strides=strides, padding=padding)
