@@ -56,17 +56,6 @@ class _Leaky(brainstate.nn.Module):
         return self.h.value
 
 
-class _Seq(brainstate.nn.Module):
-    def __init__(self, *layers):
-        super().__init__()
-        self.layers = list(layers)
-
-    def update(self, x):
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-
 def _families(a):
     n, i, s = a.n, a.n_in, a.spatial
     nn = dt.nn
@@ -76,10 +65,10 @@ def _families(a):
         # a norm between a trace op and a hidden state would mix the op's neurons (the
         # compiler rejects that), so the norm acts on the input here
         "layernorm": (lambda: _Leaky((i,), nn.LayerNorm(i)), (i,)),
-        "lif": (lambda: _Seq(nn.Linear(i, n), nn.LIF(n, tau=5.0),
+        "lif": (lambda: brainstate.nn.Sequential(nn.Linear(i, n), nn.LIF(n, tau=5.0),
                              nn.Linear(n, 10)), (i,)),
-        "gru": (lambda: _Seq(nn.GRUCell(i, n), nn.Linear(n, 10)), (i,)),
-        "lstm": (lambda: _Seq(nn.LSTMCell(i, n), nn.Linear(n, 10)), (i,)),
+        "gru": (lambda: brainstate.nn.Sequential(nn.GRUCell(i, n), nn.Linear(n, 10)), (i,)),
+        "lstm": (lambda: brainstate.nn.Sequential(nn.LSTMCell(i, n), nn.Linear(n, 10)), (i,)),
     }
     if hasattr(nn, "LoRA"):
         fams["lora"] = (

@@ -6,7 +6,6 @@ Memory grows linearly with T; that is the cost the online algorithms remove.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -62,17 +61,6 @@ class BPTTLearner(Learner):
             state.t + 1,
         )
         return jnp.asarray(loss), new, jax.tree.unflatten(self.graph.out_tree, box["out"])
-
-    def etrace_grad(self, *seqs, step_fn: Callable, return_value: bool = False, chunk_size: int | None = None):
-        """Exact gradient of the mean over time of ``step_fn`` (same contract as the online learners).
-
-        ``chunk_size`` is accepted for interface compatibility and changes nothing.
-        """
-        fn = self._etrace_fn(seqs, step_fn, chunk_size)
-        state, grads, losses = fn(self._param_leaves(), self._current_state(), seqs)
-        self._store_state(state)
-        grads = self._grads_tree(grads)
-        return (grads, losses) if return_value else grads
 
     def _etrace_fn(self, seqs, step_fn, chunk_size):
         t_len = self._check_etrace_args(seqs, step_fn, chunk_size)

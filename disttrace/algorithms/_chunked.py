@@ -21,6 +21,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from disttrace.ops import apply_block
+
 __all__ = ["chunk_update"]
 
 
@@ -41,7 +43,7 @@ def _mat_mat(p, q):
 
 
 def _mat_vec(p, v):
-    return jnp.einsum("bkj...,bj...->bk...", p, v)
+    return apply_block(p, v)
 
 
 def chunk_update(rule, operands, trace, xs, gs, jacs, deltas):

@@ -89,6 +89,31 @@ class Learner:
             raise ValueError("etrace_grad: sequences must have at least one time step")
         return t
 
+    def etrace_grad(self, *seqs, step_fn: Callable, return_value: bool = False, chunk_size: int | None = None):
+        """Gradient of the mean over time of ``step_fn`` (online learners: memory
+        independent of T; ``BPTT``: exact, by unrolling).
+
+        Args:
+          *seqs: time-major sequences (T, ...); ``step_fn`` gets one slice of each.
+          step_fn: ``step_fn(*seq_t) -> scalar`` that calls ``learner(x_t)`` exactly once.
+          return_value: also return the per-step losses (T,).
+          chunk_size: process D-RTRL traces of matmul-family weights once per chunk
+            of this many steps (same result; fewer passes over the big trace);
+            accepted and ignored by ``BPTT``.
+
+        Returns:
+          ``grads`` (dict keyed like :attr:`param_states`), or ``(grads, losses)``.
+          Hidden states and traces advance; they carry over to the next call.
+
+        Raises:
+          ValueError: on bad sequences, ``chunk_size`` or ``step_fn`` behaviour.
+        """
+        fn = self._etrace_fn(seqs, step_fn, chunk_size)
+        state, grads, losses = fn(self._param_leaves(), self._current_state(), seqs)
+        self._store_state(state)
+        grads = self._grads_tree(grads)
+        return (grads, losses) if return_value else grads
+
     def _check_etrace_args(self, seqs: tuple, step_fn, chunk_size) -> int:
         t_len = self._check_sequences(seqs)
         if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):

@@ -28,7 +28,6 @@ call, through the VJP of the parameter-only computation of each op's weights.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -39,6 +38,7 @@ from disttrace.algorithms._factors import StepFactors, step_factors
 from disttrace.algorithms._learner import Learner
 from disttrace.algorithms._specs import ES_D_RTRL, Hybrid, assign_modes
 from disttrace.compiler import op_function, op_weights, output_bypasses_hidden
+from disttrace.ops import apply_block
 
 __all__ = ["OnlineLearner", "OnlineState"]
 
@@ -75,9 +75,7 @@ def _tree_add(a, b):
 
 
 def _block_vec(d, v):
-    if d.shape[1] == 1:
-        return d[:, 0] * v
-    return jnp.einsum("bkj...,bj...->bk...", d, v)
+    return apply_block(d, v)
 
 
 class OnlineLearner(Learner):
@@ -307,29 +305,6 @@ class OnlineLearner(Learner):
         return state, grads, jnp.concatenate(loss_parts)
 
     # ---- public API ----------------------------------------------------------------------------
-    def etrace_grad(self, *seqs, step_fn: Callable, return_value: bool = False, chunk_size: int | None = None):
-        """Online gradient of the mean over time of ``step_fn``, memory independent of T.
-
-        Args:
-          *seqs: time-major sequences (T, ...); ``step_fn`` gets one slice of each.
-          step_fn: ``step_fn(*seq_t) -> scalar`` that calls ``learner(x_t)`` exactly once.
-          return_value: also return the per-step losses (T,).
-          chunk_size: process D-RTRL traces of matmul-family weights once per chunk
-            of this many steps (same result; fewer passes over the big trace).
-
-        Returns:
-          ``grads`` (dict keyed like :attr:`param_states`), or ``(grads, losses)``.
-          Hidden states and traces advance; they carry over to the next call.
-
-        Raises:
-          ValueError: on bad sequences, ``chunk_size`` or ``step_fn`` behaviour.
-        """
-        fn = self._etrace_fn(seqs, step_fn, chunk_size)
-        state, grads, losses = fn(self._param_leaves(), self._current_state(), seqs)
-        self._store_state(state)
-        grads = self._grads_tree(grads)
-        return (grads, losses) if return_value else grads
-
     def _etrace_fn(self, seqs, step_fn, chunk_size):
         t_len = self._check_etrace_args(seqs, step_fn, chunk_size)
 

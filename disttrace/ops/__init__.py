@@ -5,6 +5,7 @@ recognises; its :class:`TraceOpRule` tells the algorithms how to keep its traces
 A user adds an op with :func:`register` (a rule) and :func:`trace_op` (the jit).
 """
 
+from disttrace.ops._blocks import apply_block as apply_block
 from disttrace.ops._conv import conv as conv
 from disttrace.ops._element_wise import ElementWiseRule as ElementWiseRule
 from disttrace.ops._element_wise import element_wise as element_wise
@@ -23,6 +24,7 @@ from disttrace.ops._registry import trace_op as trace_op
 from disttrace.ops._sparse import sparse_matmul as sparse_matmul
 
 __all__ = [
+    "apply_block",
     "ElementWiseRule",
     "MatmulRule",
     "TraceOpRule",

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from disttrace.ops._blocks import apply_block
 from disttrace.ops._element_wise import element_wise
 from disttrace.ops._registry import TraceOpRule, register, trace_op
 
@@ -70,7 +71,10 @@ class _ConvRule(TraceOpRule):
         return (jnp.einsum("bpf,bkpo->bkpfo", self._patches(operands).astype(g.dtype), g),)
 
     def dr_decay(self, d, trace):
-        return (jnp.einsum("bkjpo,bjpfo->bkpfo", d, trace[0]),)
+        # d (B,K,K,P,O), trace (B,K,P,F,O): F sits between the neuron axes P and O
+        if d.shape[1] == 1:  # one state per neuron: a broadcast multiply, no transposes
+            return (trace[0] * d[:, 0, 0][:, None, :, None, :],)
+        return (jnp.moveaxis(apply_block(d, jnp.moveaxis(trace[0], 3, 2)), 2, 3),)
 
     def dr_contract(self, delta, trace):
         return (jnp.einsum("bkpo,bkpfo->fo", delta, trace[0]),)

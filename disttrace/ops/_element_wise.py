@@ -21,6 +21,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from disttrace.ops._blocks import apply_block
 from disttrace.ops._registry import TraceOpRule, register, trace_op
 
 __all__ = ["ElementWiseRule", "element_wise"]
@@ -46,10 +47,7 @@ class ElementWiseRule(TraceOpRule):
         return (g,)
 
     def dr_decay(self, d, trace):
-        (e,) = trace
-        if d.shape[1] == 1:
-            return (d[:, 0, 0][:, None] * e,)
-        return (jnp.einsum("bkj...,bj...->bk...", d, e),)
+        return (apply_block(d, trace[0]),)
 
     def dr_contract(self, delta, trace):
         # Summed over batch and group members; reduced to y's shape in to_weights.

@@ -19,6 +19,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from disttrace.ops._blocks import apply_block
 from disttrace.ops._registry import TraceOpRule, register, trace_op
 
 __all__ = ["grouped_matmul"]
@@ -34,9 +35,10 @@ class _GroupedRule(TraceOpRule):
         return (jnp.einsum("bgi,bkgo->bkgio", operands[0].astype(g.dtype), g),)
 
     def dr_decay(self, d, trace):
-        if d.shape[1] == 1:
+        # d (B,K,K,G,O), trace (B,K,G,I,O): I sits between the neuron axes G and O
+        if d.shape[1] == 1:  # one state per neuron: a broadcast multiply, no transposes
             return (trace[0] * d[:, 0, 0][:, None, :, None, :],)
-        return (jnp.einsum("bkjgo,bjgio->bkgio", d, trace[0]),)
+        return (jnp.moveaxis(apply_block(d, jnp.moveaxis(trace[0], 3, 2)), 2, 3),)
 
     def dr_contract(self, delta, trace):
         return (jnp.einsum("bkgo,bkgio->gio", delta, trace[0]),)

@@ -20,6 +20,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from disttrace.ops._blocks import apply_block
 from disttrace.ops._registry import TraceOpRule, register, trace_op
 
 __all__ = ["MatmulRule", "matmul"]
@@ -61,16 +62,7 @@ class MatmulRule(TraceOpRule):
         return (ew, g) if self.has_bias(operands) else (ew,)
 
     def dr_decay(self, d, trace):
-        if d.shape[1] == 1:
-            dd = d[:, 0, 0]  # (B, O): the common K=1 case is a broadcast multiply
-            out = [trace[0] * dd[:, None, None, :]]
-            if len(trace) > 1:
-                out.append(trace[1] * dd[:, None, :])
-            return tuple(out)
-        out = [jnp.einsum("bkjo,bjio->bkio", d, trace[0])]
-        if len(trace) > 1:
-            out.append(jnp.einsum("bkjo,bjo->bko", d, trace[1]))
-        return tuple(out)
+        return tuple(apply_block(d, e) for e in trace)
 
     def dr_contract(self, delta, trace):
         out = [jnp.einsum("bko,bkio->io", delta, trace[0])]

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from disttrace.ops._blocks import apply_block
 from disttrace.ops._registry import TraceOpRule, register, trace_op
 
 __all__ = ["sparse_matmul"]
@@ -38,10 +39,7 @@ class SparseRule(TraceOpRule):
         return (g[:, :, cols] * x[:, None, rows].astype(g.dtype),)
 
     def dr_decay(self, d, trace):
-        (e,) = trace
-        if d.shape[1] == 1:
-            return (d[:, 0, 0][:, None] * e,)
-        return (jnp.einsum("bkjn,bjn->bkn", d, e),)
+        return (apply_block(d, trace[0]),)
 
     def dr_contract(self, delta, trace):
         return (jnp.sum(delta * trace[0], axis=(0, 1)),)

@@ -7,15 +7,7 @@ import disttrace as dt
 N_IN, N_REC, N_OUT = 3, 6, 2
 
 
-class Stack(brainstate.nn.Module):
-    def __init__(self, *layers):
-        super().__init__()
-        self.layers = list(layers)
-
-    def update(self, x):
-        for layer in self.layers:
-            x = layer(x)
-        return x
+Stack = brainstate.nn.Sequential  # applies layers in order; params at ('layers', i, ...)
 
 
 # Models where D-RTRL is exact: element-wise hidden dynamics, memoryless readout.

@@ -74,7 +74,7 @@ def test_defaults_es_d_rtrl():
 def test_defaults_multi_state_groups_and_element_wise():
     """ALIF (a 2-state group: K = 2 is never split) and LeakyRate's element-wise decay."""
     brainstate.random.seed(0)
-    net = _stack(dt.nn.ALIFLayer(8, 16, recurrent=True), dt.nn.LeakyRate(16, 8))
+    net = brainstate.nn.Sequential(dt.nn.ALIFLayer(8, 16, recurrent=True), dt.nn.LeakyRate(16, 8))
     learner = dt.compile(net, dt.D_RTRL, jnp.zeros((8, 8)), batch_size=8, loss_fn=cases.mse)
     rules = dd.partition_rules(learner, optax.sgd(0.1), _mesh(2, 4), (jnp.zeros((8, 8)), jnp.zeros((8, 8))))
     for leaf in rules.leaves:
@@ -84,20 +84,6 @@ def test_defaults_multi_state_groups_and_element_wise():
     assert (8, 2, 24, 16) in shapes.values()  # the ALIF trace (B, K=2, I+N, N)
     assert (8, 1, 8) in shapes.values()  # element-wise trace (B, K, N)
     assert rules.specs["params/layers.1.decay"] == P("model")
-
-
-def _stack(*layers):
-    class Stack(brainstate.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.layers = list(layers)
-
-        def update(self, x):
-            for layer in self.layers:
-                x = layer(x)
-            return x
-
-    return Stack()
 
 
 def test_replicated_params_and_optimizer_follows():

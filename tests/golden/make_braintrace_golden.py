@@ -25,7 +25,6 @@ the formulas read from the source (so the formulas can be checked), plus exact
 BPTT gradients.
 """
 import os
-import sys
 
 import jax
 

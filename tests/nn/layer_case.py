@@ -86,14 +86,4 @@ class Integrate(brainstate.nn.Module):
         return self.h.value
 
 
-class Stack(brainstate.nn.Module):
-    """Applies layers in order."""
-
-    def __init__(self, *layers):
-        super().__init__()
-        self.layers = list(layers)
-
-    def update(self, x):
-        for layer in self.layers:
-            x = layer(x)
-        return x
+Stack = brainstate.nn.Sequential  # applies layers in order; params at ('layers', i, ...)
