@@ -1,10 +1,16 @@
 """Per-step factors of online learning: learning signals, Jacobian blocks, op inputs.
 
 For one step ``h_t = f(h_{t-1}, x_t; θ)`` with loss ``L_t`` this computes, with one
-VJP and one batched JVP:
+VJP and one batched JVP (plus extra backward passes only where the compiler finds
+bypass paths):
 
-- ``δ^prev_t = ∂L_t/∂h_{t-1}`` and ``δ^new_t = ∂L_t/∂h_t`` per hidden group, (B, K, N...),
-  and the part of ``δ^prev_t`` that bypasses ``h_t`` (IO-dimension ops use it);
+- ``δ^prev_t = ∂L_t/∂h_{t-1}`` per hidden group, (B, K, N...);
+- ``δ^new_t``: ``∂L_t/∂h_t`` per group, holding the group's other new values fixed
+  (its *partial* form: in an LSTM ``h_t`` is computed from ``c_t``; ``g_t`` and ``D_t``
+  below already carry that within-step dependence, so the total would count it twice);
+- for IO-dimension ops, the part of ``δ^prev_t`` that bypasses each group's own new
+  values, ``δ^prev - J_Gᵀ δ^new`` (an output read before a reset, maybe through a later
+  layer), and the same-step signal ``∂L_t/∂y_t`` along paths that skip the op's groups;
 - the exact same-step gradient ``∂L_t/∂θ|_{h_{t-1}}`` (the *direct* term), with the
   weights of IO-dimension ops held constant (their gradient comes from their trace);
 - per group the per-neuron Jacobian block ``D_t[b,k,k'] = ∂h_t[k]/∂h_{t-1}[k']``,
@@ -44,6 +50,7 @@ class StepFactors(NamedTuple):
     jac: dict  # group -> (B, K, K, N...)
     g: dict  # (op, group) -> (B, K, N...)
     operands: dict  # op -> tuple of operands
+    y_bypass: dict  # IO op -> (op output shape): ∂L_t/∂y_t along paths skipping its groups' new values
 
 
 def _stack_members(arrs, members):
@@ -59,7 +66,8 @@ def step_factors(
     loss_of: Callable,
     seq_t: tuple,
     validate_args: Callable[[list, Any], None],
-    bypass: bool = True,
+    bypass_groups: frozenset[int] = frozenset(),
+    bypass_ops: frozenset[int] = frozenset(),
 ) -> StepFactors:
     """Computes :class:`StepFactors` for one step.
 
@@ -71,16 +79,19 @@ def step_factors(
         model step and returns its output; it must be called exactly once.
       seq_t: this step's slice of the sequences.
       validate_args: checks the leaves/treedef the model is called with.
-      bypass: whether the output may read previous hidden values other than through
-        the new ones (``compiler.output_bypasses_hidden``); when False the bypass part
-        of ``δ^prev`` is zero and its backward pass is skipped.
+      bypass_groups: groups whose previous values may reach the loss other than
+        through their own new values (``compiler.bypass_groups``); for the others the
+        bypass part of ``δ^prev`` is zero and is not computed.
+      bypass_ops: IO ops whose output may reach the loss other than through the new
+        values of their groups (``compiler.bypass_ops``); only for these the same-step
+        bypass signal ``y_bypass`` is computed (one more forward and backward pass).
 
     Raises:
       ValueError: if ``loss_of`` does not call the model exactly once, or calls it
         with inputs of the wrong shape.
     """
 
-    def forward(theta, h_prev, p_new, detach=False):
+    def forward(theta, h_prev, p_new, detach=False, perturb=None):
         box: dict[str, Any] = {}
 
         def call(*args):
@@ -90,7 +101,7 @@ def step_factors(
             validate_args(arg_leaves, arg_tree)
             out, h_new, a_new, records = run_step(
                 graph, theta, h_prev, aux_leaves, arg_leaves, stop_weights=io_ops, hidden_perturb=p_new,
-                detach_hidden=detach,
+                detach_hidden=detach, perturb=perturb,
             )
             box.update(hidden=h_new, aux=a_new, records=records, args=arg_leaves, out=out)
             return jax.tree.unflatten(graph.out_tree, out)
@@ -106,17 +117,6 @@ def step_factors(
     zeros = [jnp.zeros_like(h) for h in hidden]
     (loss, h_new), vjp, (a_new, records, args, out) = jax.vjp(forward, param_leaves, hidden, zeros, has_aux=True)
     direct, d_prev, d_new = vjp((jnp.ones_like(loss), zeros))
-    if io_ops and bypass:
-        # The part of ∂L_t/∂h_{t-1} that bypasses every new hidden value (an output read
-        # before a reset): the gradient of the loss with each h_t detached where it is
-        # written. (δ^prev - J_tᵀ δ^new would double count in stacked layers, where one
-        # new hidden value is computed from another.)
-        d_bypass = jax.grad(lambda h: forward(param_leaves, h, zeros, detach=True)[0][0])(hidden)
-    elif io_ops:
-        d_bypass = [jnp.zeros_like(d) for d in d_prev]
-    else:
-        d_bypass = d_prev
-
     # ---- Jacobian blocks and ∂h/∂y through one batched JVP with inputs cut
     traced_ops = [op for op in graph.ops if op.groups]
     y_zero = {op.index: jnp.zeros(op.out.shape, op.out.dtype) for op in traced_ops}
@@ -153,7 +153,6 @@ def step_factors(
         jac[grp.index] = jnp.stack(cols, axis=2)  # (B, K, K', N...)
         delta_prev[grp.index] = _stack_members(d_prev, grp.members)
         delta_new[grp.index] = _stack_members(d_new, grp.members)
-        delta_bypass[grp.index] = _stack_members(d_bypass, grp.members)
     for op in traced_ops:
         for gi in op.groups:
             g[(op.index, gi)] = jnp.stack([tan_out[m][d] for m in graph.groups[gi].members], axis=1)
@@ -170,6 +169,29 @@ def step_factors(
         partial = jnp.linalg.solve(jnp.swapaxes(m_block, -1, -2), rhs)[..., 0]
         delta_new[grp.index] = jnp.moveaxis(partial, -1, 1)
 
+    # ---- the part of δ^prev that bypasses each group's own new values (an output read
+    # before a reset, possibly through a later layer): δ^prev minus the chain through the
+    # group's new values, J_Gᵀ δ^partial_G (last-write decomposition), from the same VJP.
+    for grp in graph.groups:
+        if not io_ops or grp.index not in bypass_groups:
+            delta_bypass[grp.index] = jnp.zeros_like(delta_prev[grp.index])
+            continue
+        cot = [jnp.zeros_like(h) for h in hidden]
+        for k, m in enumerate(grp.members):
+            cot[m] = delta_new[grp.index][:, k]
+        through = vjp((jnp.zeros_like(loss), cot))[1]
+        delta_bypass[grp.index] = delta_prev[grp.index] - _stack_members(through, grp.members)
+
+    # ---- same-step paths from an IO op's output that skip its groups' new values
+    y_bypass = {}
+    for op in traced_ops:
+        if op.index not in io_ops or op.index not in bypass_ops:
+            continue
+        own = frozenset(m for gi in op.groups for m in graph.groups[gi].members)
+        y0 = jnp.zeros(op.out.shape, op.out.dtype)
+        y_loss = lambda p_y, op=op, own=own: forward(param_leaves, hidden, zeros, own, {op.index: p_y})[0][0]
+        y_bypass[op.index] = jax.grad(y_loss)(y0)
+
     return StepFactors(
         loss=loss,
         out=jax.tree.unflatten(graph.out_tree, out),
@@ -182,4 +204,5 @@ def step_factors(
         jac=jac,
         g=g,
         operands=records,
+        y_bypass=y_bypass,
     )

@@ -19,7 +19,15 @@ braintrace 0.2.8's ``pp_prop``, Nat. Commun. 2026):
     \\qquad c_t = 1 - α_f^{n_t+1}
 
 where ``n_t`` counts *time steps* seen (braintrace counts calls, so its chunked runs
-are biased: F-30); like braintrace, ``c_t = 1`` once ``n_t >= 1000``.
+are biased: F-30); like braintrace, ``c_t = 1`` once ``n_t >= 1000``, and like braintrace
+the input trace has no ``(1-α_x)`` factor (DESIGN.md §2 writes one; the bias correction
+of ``ε^f`` absorbs the scale). ``δ^{new}`` holds a group's other new values fixed
+(``_factors``). Where the compiler finds bypass paths (``compiler.bypass_groups`` /
+``bypass_ops``), two exact terms are added:
+
+.. math::
+    \\sum_b ε^x_{t-1}[b] ⊗ \\Big(\\sum_k δ^{bypass}_t[b,k] ε^f_{t-1}[b,k]\\Big) / c_{t-1}
+    \\;+\\; \\sum_b x_t[b] ⊗ ∂L_t/∂y_t[b]\\big|_{\\text{skipping the op's groups}}
 
 Trace-space gradients are summed over time and mapped to the parameters once per
 call, through the VJP of the parameter-only computation of each op's weights.
@@ -37,7 +45,7 @@ from disttrace.algorithms._chunked import chunk_update
 from disttrace.algorithms._factors import StepFactors, step_factors
 from disttrace.algorithms._learner import Learner
 from disttrace.algorithms._specs import ES_D_RTRL, Hybrid, assign_modes
-from disttrace.compiler import op_function, op_weights, output_bypasses_hidden
+from disttrace.compiler import bypass_groups, bypass_ops, op_function, op_weights
 from disttrace.ops import apply_block
 
 __all__ = ["OnlineLearner", "OnlineState"]
@@ -89,7 +97,8 @@ class OnlineLearner(Learner):
         self.spec = spec
         self.modes = assign_modes(graph, spec)
         self.io_ops = frozenset(j for j, m in enumerate(self.modes) if m == "io")
-        self._bypass = output_bypasses_hidden(self.graph)
+        self._bypass_groups = bypass_groups(self.graph)
+        self._bypass_ops = bypass_ops(self.graph)
         if isinstance(spec, ES_D_RTRL | Hybrid):
             self.x_decay, self.f_decay = spec.x_decay, spec.f_decay
         else:
@@ -142,7 +151,8 @@ class OnlineLearner(Learner):
         hidden = [state.hidden[p] for p in self.graph.hidden_paths]
         aux_leaves = jax.tree.leaves(state.aux)
         return step_factors(
-            self.graph, self.io_ops, theta, hidden, aux_leaves, loss_of, seq_t, self._validate_args, self._bypass
+            self.graph, self.io_ops, theta, hidden, aux_leaves, loss_of, seq_t, self._validate_args,
+            self._bypass_groups, self._bypass_ops,
         )
 
     def _apply(self, f: StepFactors, state: OnlineState, deferred: frozenset = frozenset()):
@@ -183,6 +193,9 @@ class OnlineLearner(Learner):
                 grad = rule.es_grad(x_traces[xk], now / self._bias_correction(state.t, now.dtype), operands)
                 grad_before = rule.es_grad(x_prev, before / self._bias_correction(state.t - 1, now.dtype), operands)
                 tgrads[op.index] = _tree_add(grad, grad_before)
+                if op.index in f.y_bypass:  # same-step paths that skip the op's groups: exact
+                    same = rule.es_grad(rule.es_input(operands), f.y_bypass[op.index], operands)
+                    tgrads[op.index] = _tree_add(tgrads[op.index], same)
         return traces, x_traces, tgrads
 
     def _bias_correction(self, t, dtype):

@@ -3,7 +3,8 @@
 ``_jax_compat`` is the only module in disttrace that touches JAX internals.
 """
 
-from disttrace.compiler._bypass import output_bypasses_hidden as output_bypasses_hidden
+from disttrace.compiler._bypass import bypass_groups as bypass_groups
+from disttrace.compiler._bypass import bypass_ops as bypass_ops
 from disttrace.compiler._compile import compile_etrace_graph as compile_etrace_graph
 from disttrace.compiler._executor import op_function as op_function
 from disttrace.compiler._executor import op_weights as op_weights
@@ -17,6 +18,8 @@ from disttrace.compiler._graph import HiddenGroup as HiddenGroup
 from disttrace.compiler._graph import TraceOpNode as TraceOpNode
 
 __all__ = [
+    "bypass_groups",
+    "bypass_ops",
     "CompilationRecord",
     "DiagnosticKind",
     "ETraceGraph",
@@ -26,7 +29,6 @@ __all__ = [
     "compile_etrace_graph",
     "op_function",
     "op_weights",
-    "output_bypasses_hidden",
     "path_str",
     "run_step",
 ]

@@ -10,7 +10,7 @@ from an IO-dimension trace instead of from the same-step VJP).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import jax
@@ -37,7 +37,7 @@ def run_step(
     cut: bool = False,
     stop_weights: frozenset[int] = frozenset(),
     hidden_perturb: Sequence[Any] | None = None,
-    detach_hidden: bool = False,
+    detach_hidden: bool | Collection[int] = False,
 ):
     """One model step.
 
@@ -49,9 +49,9 @@ def run_step(
       stop_weights: op indices whose weight operands get ``stop_gradient``.
       hidden_perturb: one array per hidden state, added to its new value where it
         is computed (so ``∂L/∂perturbation = ∂L_t/∂h_t`` through every later use).
-      detach_hidden: with ``hidden_perturb``, stop the gradient of each new hidden value
-        where it is computed, so that ``∂L/∂h_{t-1}`` keeps only the paths that
-        bypass every new hidden value.
+      detach_hidden: with ``hidden_perturb``, stop the gradient of the new hidden values
+        where they are computed: all of them (``True``) or those with these indices, so
+        that gradients keep only the paths that bypass them.
 
     Returns:
       ``(out_leaves, hidden_new, aux_new_leaves, operands)`` where ``operands`` maps
@@ -84,6 +84,7 @@ def run_step(
     outvars = graph.jaxpr.jaxpr.outvars
     n_out = len(outvars) - n_h - n_a
     on_write, done = None, set()
+    detached = (lambda i: bool(detach_hidden)) if isinstance(detach_hidden, bool) else (lambda i: i in detach_hidden)
     if hidden_perturb is not None:
         where = {}
         for i, v in enumerate(outvars[n_out : n_out + n_h]):
@@ -95,14 +96,16 @@ def run_step(
             if i is None:
                 return val
             done.add(i)
-            return (jax.lax.stop_gradient(val) if detach_hidden else val) + hidden_perturb[i]
+            return (jax.lax.stop_gradient(val) if detached(i) else val) + hidden_perturb[i]
 
     outs = jc.interpret(graph.jaxpr, flat, hook=hook, on_write=on_write)
     h_new = outs[n_out : n_out + n_h]
     if hidden_perturb is not None:
         # a state passed through unchanged (or constant) is written by no equation
-        keep = jax.lax.stop_gradient if detach_hidden else (lambda h: h)
-        h_new = [h if i in done else keep(h) + hidden_perturb[i] for i, h in enumerate(h_new)]
+        h_new = [
+            h if i in done else (jax.lax.stop_gradient(h) if detached(i) else h) + hidden_perturb[i]
+            for i, h in enumerate(h_new)
+        ]
     return outs[:n_out], h_new, outs[n_out + n_h :], records
 
 

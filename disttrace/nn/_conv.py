@@ -41,6 +41,12 @@ def _padding(who, padding, nd):
         return padding.upper()
     if isinstance(padding, int) and not isinstance(padding, bool):
         return ((padding, padding),) * nd
+    if isinstance(padding, Sequence) and padding and all(isinstance(p, int) and not isinstance(p, bool) for p in padding):
+        # brainstate's reading: one (low, high) pair in 1-d, else one symmetric int per dim
+        if nd == 1 and len(padding) == 2:
+            return (tuple(padding),)
+        if len(padding) == nd:
+            return tuple((p, p) for p in padding)
     try:
         pairs = tuple((int(a), int(b)) for a, b in padding)
     except (TypeError, ValueError):
@@ -103,6 +109,7 @@ class _Conv(brainstate.nn.Module):
     def update(self, x):
         x = jnp.asarray(x)
         batched = check.trailing(type(self).__name__, x, self.in_size)
+        x = x.astype(self.weight.value["weight"].dtype)  # lax.conv needs equal dtypes
         y = self._conv(x if batched else x[None], self.weight.value)
         return y if batched else y[0]
 

@@ -50,12 +50,18 @@ class Embedding(brainstate.nn.Module):
         self.num_embeddings = check.positive_int("Embedding", "num_embeddings", num_embeddings)
         self.embedding_size = check.size("Embedding", "embedding_size", embedding_size)
         self.out_size = self.embedding_size
-        if padding_idx is not None and not -self.num_embeddings <= padding_idx < self.num_embeddings:
+        if padding_idx is not None and (
+            isinstance(padding_idx, bool)
+            or not isinstance(padding_idx, int)
+            or not -self.num_embeddings <= padding_idx < self.num_embeddings
+        ):
             raise ValueError(
                 f"Embedding: argument 'padding_idx' must be in [-{num_embeddings}, {num_embeddings}); got {padding_idx!r}"
             )
         if max_norm is not None and not max_norm > 0:
             raise ValueError(f"Embedding: argument 'max_norm' must be > 0 or None; got {max_norm!r}")
+        if not (isinstance(norm_type, int | float) and not isinstance(norm_type, bool) and norm_type > 0):
+            raise ValueError(f"Embedding: argument 'norm_type' must be a number > 0; got {norm_type!r}")
         if scale_grad_by_freq:
             raise ValueError("Embedding: argument 'scale_grad_by_freq' must be False (not supported by online learning)")
         self.padding_idx = None if padding_idx is None else padding_idx % self.num_embeddings
@@ -72,7 +78,10 @@ class Embedding(brainstate.nn.Module):
             table = table.at[self.padding_idx].set(row)
         if self.max_norm is not None:
             axes = tuple(range(1, table.ndim))
-            norm = jnp.sum(jnp.abs(table) ** self.norm_type, axis=axes, keepdims=True) ** (1.0 / self.norm_type)
+            power = jnp.sum(jnp.abs(table) ** self.norm_type, axis=axes, keepdims=True)
+            # the p-th root has an infinite derivative at 0: keep all-zero rows off it
+            safe = jnp.where(power > 0, power, 1.0)
+            norm = jnp.where(power > 0, safe ** (1.0 / self.norm_type), 0.0)
             table = table * jnp.minimum(1.0, self.max_norm / jnp.maximum(norm, 1e-12))
         return table.reshape(self.num_embeddings, -1)
 

@@ -117,7 +117,7 @@ class Linear(brainstate.nn.Module):
         check.features(type(self).__name__, x, self.n_inputs)
         params = self.weight.value
         w = self._effective_weight(params)
-        return _apply_2d(lambda v: matmul(v, w, params.get("bias")), x, self.n_inputs)
+        return _apply_2d(lambda v: matmul(v.astype(w.dtype), w, params.get("bias")), x, self.n_inputs)
 
 
 class SignedWLinear(brainstate.nn.Module):

@@ -50,7 +50,7 @@ class LRUCell(brainstate.nn.Module):
       max_phase: largest initial phase, > 0.
       name: module name.
 
-    States: ``h_re``, ``h_im`` (B, N) or (N,). Input (B, H) or (H,); output ``y_t`` (B, H).
+    States: ``h_re``, ``h_im`` (B, N) or (N,). Input (B, H) or (H,); output ``y_t`` (B, H) or (H,).
     Parameters: ``nu_log``, ``theta_log``, ``gamma_log`` (N,); ``B_re``, ``B_im``
     ``{'weight': (H, N)}``; ``C_re``, ``C_im`` ``{'weight': (N, H)}``; ``D`` (H,).
 

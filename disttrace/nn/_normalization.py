@@ -155,7 +155,10 @@ class _BatchNorm(brainstate.nn.Module):
 
         In fitting mode (``brainstate.environ`` ``fit=True``, the default when unset)
         the statistics of this call are used and the running statistics updated; with
-        ``fit=False`` the running statistics are used.
+        ``fit=False`` the running statistics are used. The mode is read when the step is
+        traced: a learner (``dt.compile``) keeps the mode in force when it was compiled,
+        so compile a second learner under ``brainstate.environ.context(fit=False)`` to
+        evaluate with the running statistics.
         """
         x = jnp.asarray(x)
         check.trailing(type(self).__name__, x, self.in_size)

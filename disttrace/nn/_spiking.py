@@ -7,7 +7,8 @@ Time constants are in simulation steps (``dt = 1``) or ``brainunit`` time quanti
 the input is integrated with the exponential Euler rule. The membrane potential is
 stored *before* the reset: the previous spike is recomputed from it and the reset
 applied at the start of the next step, so a spike read at step t still carries its
-surrogate gradient. Spikes are ``spk_fun((V - V_th) / (V_th - V_reset))``.
+surrogate gradient. Spikes are ``spk_fun((V - θ) / (V_th - V_reset))`` with ``θ = V_th``
+(ALIF: ``θ_t = V_th + β a_t``).
 
 Per-neuron parameters named in ``learnable`` (``'tau'``, ``'V_th'``, ``'tau_a'``,
 ``'beta'``, ...) are ``ParamState``s of the neuron shape, applied through
@@ -94,13 +95,16 @@ class _Neuron(_PerNeuron):
             raise ValueError(f"{who}: argument 'spk_reset' must be 'soft' or 'hard'; got {spk_reset!r}")
         if not V_th > V_reset:
             raise ValueError(f"{who}: argument 'V_th' must exceed 'V_reset' ({V_reset!r}); got {V_th!r}")
-        consts = {"R": float(R), "V_th": float(V_th), "V_reset": float(V_reset), "V_rest": float(V_rest), **extra}
+        consts = {"R": float(R), "V_th": float(V_th), "V_reset": float(V_reset), **extra}
+        if V_rest is not None:  # IF has no resting potential
+            consts["V_rest"] = float(V_rest)
         super().__init__(in_size, learnable, consts, name)
         self.spk_reset = spk_reset
         self.spk_fun = _spike_fn(who, spk_fun)
 
     def init_state(self, batch_size=None, **kwargs):
-        self.V = brainstate.HiddenState(jnp.full(self._shape(batch_size), self._constants.get("V_rest", 0.0)))
+        v_rest = self.V_rest.value if "V_rest" in self.learnable else self._constants.get("V_rest", 0.0)
+        self.V = brainstate.HiddenState(jnp.broadcast_to(jnp.asarray(v_rest), self._shape(batch_size)) * 1.0)
 
     def _fire(self, v, threshold):
         return self.spk_fun((v - threshold) / (self._get("V_th") - self._get("V_reset")))
@@ -141,7 +145,7 @@ class IF(_Neuron):
 
     def __init__(self, in_size, R=1.0, V_th=1.0, V_reset=0.0, spk_fun="fast_sigmoid", spk_reset="soft",
                  learnable=(), name=None):
-        super().__init__(in_size, R, V_th, V_reset, 0.0, spk_fun, spk_reset, learnable, {}, name)
+        super().__init__(in_size, R, V_th, V_reset, None, spk_fun, spk_reset, learnable, {}, name)
 
     def update(self, x):
         self._check(x)

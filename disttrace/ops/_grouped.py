@@ -79,7 +79,10 @@ def grouped_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
     if w.ndim != 3:
         raise ValueError(f"grouped_matmul: argument 'w' must have shape (G, I, O); got {w.shape}")
     if x.shape[-2:] != w.shape[:2] or x.ndim not in (2, 3):
-        raise ValueError(f"grouped_matmul: argument 'x' must have shape (B, {w.shape[0]}, {w.shape[1]}); got {x.shape}")
+        raise ValueError(
+            f"grouped_matmul: argument 'x' must have shape (B, {w.shape[0]}, {w.shape[1]}) or "
+            f"({w.shape[0]}, {w.shape[1]}); got {x.shape}"
+        )
     if x.ndim == 2:
         return _grouped_op(x[None], w)[0]
     return _grouped_op(x, w)

@@ -79,7 +79,9 @@ class StreamTrainer:
         return loss
 
     def write_back(self) -> None:
-        """Writes the trained parameters and states into the model's brainstate states
-        (for ``learner.predict`` or saving the module)."""
-        hidden = dict(self.state.learner_state.hidden)
-        self.learner.binding.write(params=self.state.params, hidden=hidden)
+        """Writes the trained parameters, hidden states and other states (e.g. batch-norm
+        running statistics) into the model's brainstate states, for ``learner.predict``
+        or saving the module. The learner's own stored traces are not updated: the
+        stream's traces live in :attr:`state`."""
+        ls = self.state.learner_state
+        self.learner.binding.write(params=self.state.params, hidden=dict(ls.hidden), aux=dict(ls.aux))

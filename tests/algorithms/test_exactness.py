@@ -35,6 +35,7 @@ FIRST_STEP = {
     "alif": EXACT["alif"],
     "rec_alif_leaky_readout": APPROX["rec_alif"],  # stacked: the readout's new value reads layer 0's
     "lstm": lambda: Stack(dt.nn.LSTMCell(N_IN, 5), dt.nn.LeakyRateReadout(5, N_OUT, tau=0)),  # h_t reads c_t
+    "urlstm": lambda: Stack(dt.nn.URLSTMCell(N_IN, 5), dt.nn.LeakyRateReadout(5, N_OUT, tau=0)),
 }
 
 

@@ -39,20 +39,21 @@ MODELS = {
 }
 
 
-def _trainer(name, mesh, algo):
+def _trainer(name, mesh, algo, params="replicated"):
     brainstate.random.seed(0)
     make, in_shape, out_shape = MODELS[name]
     mse = lambda out, y: jnp.mean((out - y) ** 2)
     learner = dt.compile(make(), algo, jnp.zeros((B, *in_shape)), batch_size=B, loss_fn=mse)
     batch = (jnp.zeros((B, *in_shape)), jnp.zeros((B, *out_shape)))
-    return dt.train.StreamTrainer(learner, optax.sgd(0.1), batch, mesh, params="replicated"), in_shape, out_shape
+    return dt.train.StreamTrainer(learner, optax.sgd(0.1), batch, mesh, params=params), in_shape, out_shape
 
 
+@pytest.mark.parametrize("params", ["replicated", "model"])
 @pytest.mark.parametrize("algo", [dt.D_RTRL, dt.ES_D_RTRL], ids=["d_rtrl", "es_d_rtrl"])
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_layer_in_sharded_step_equals_one_device(name, algo):
+def test_layer_in_sharded_step_equals_one_device(name, algo, params):
     one, in_shape, out_shape = _trainer(name, None, algo)
-    many, _, _ = _trainer(name, dd.make_mesh(data=4, model=2), algo)
+    many, _, _ = _trainer(name, dd.make_mesh(data=4, model=2), algo, params)
     for t in range(3):
         x = jax.random.normal(jax.random.PRNGKey(t), (B, *in_shape))
         y = jax.random.normal(jax.random.PRNGKey(100 + t), (B, *out_shape))

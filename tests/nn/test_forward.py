@@ -140,7 +140,7 @@ def test_lif_and_alif_follow_their_formulas():
         aspikes.append((va > th + beta * a).astype(float))
     np.testing.assert_array_equal(_run(dt.nn.LIF(3, tau=tau), currents), np.stack(spikes))
     np.testing.assert_array_equal(_run(dt.nn.ALIF(3, tau=tau, tau_a=tau_a, beta=beta), currents), np.stack(aspikes))
-    assert np.stack(spikes).sum() > 0
+    assert np.stack(spikes).sum() > 0 and np.stack(aspikes).sum() > 0
 
 
 def test_neuron_arguments_are_checked():
@@ -154,3 +154,30 @@ def test_neuron_arguments_are_checked():
         dt.nn.IF(3, spk_fun="relu")
     with brainstate.environ.context(dt=0.5 * u.ms):
         assert dt.nn.LIF(3, tau=5.0 * u.ms)._constants["tau"] == pytest.approx(10.0)
+
+
+def test_embedding_max_norm_gradient_is_finite_on_an_all_zero_row():
+    from tests.nn.layer_case import Integrate
+
+    emb = dt.nn.Embedding(5, 3, max_norm=1.0)
+    emb.weight.value = emb.weight.value.at[2].set(0.0)
+    learner = dt.compile(Integrate(emb, (3,)), dt.D_RTRL, jnp.zeros((2,), jnp.int32), batch_size=2)
+    idx = jnp.array([[2, 1], [2, 2]])
+    grads = learner.etrace_grad(idx, jnp.ones((2, 2, 3)), step_fn=lambda x, y: jnp.mean((learner(x) - y) ** 2))
+    assert bool(jnp.all(jnp.isfinite(grads[("layer", "weight")])))
+
+
+def test_conv_padding_reads_ints_as_brainstate_does():
+    for in_size, padding in (((7, 2), (1, 2)), ((5, 5, 2), (1, 2))):
+        ours = getattr(dt.nn, f"Conv{len(in_size) - 1}d")(in_size, 3, 3, padding=padding)
+        theirs = getattr(brainstate.nn, f"Conv{len(in_size) - 1}d")(in_size, 3, 3, padding=padding)
+        _copy(ours, theirs)
+        x = jax.random.normal(jax.random.PRNGKey(5), (2, *in_size))
+        np.testing.assert_allclose(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+
+
+def test_sparse_linear_csc_matches_dense():
+    dense = jnp.where(jnp.arange(20).reshape(4, 5) % 3 == 0, 0.5, 0.0) * jnp.arange(20.0).reshape(4, 5)
+    layer = dt.nn.SparseLinear(u.sparse.CSC.fromdense(dense))
+    np.testing.assert_allclose(layer(X), X @ dense, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer(X[0]), X[0] @ dense, rtol=1e-5, atol=1e-6)

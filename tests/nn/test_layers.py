@@ -120,3 +120,5 @@ def test_functional_step_under_jit_and_vmap(case):
     vx, vy = jnp.stack([xs[1]] * copies), jnp.stack([ys[1]] * copies)
     _, vout, _ = jax.vmap(learner.step, in_axes=(0, None, 0, 0))(vstate, params, vx, vy)
     assert vout.shape == (copies, *ys.shape[1:])
+    _, out1, _ = jax.jit(learner.step)(state, params, xs[1], ys[1])
+    np.testing.assert_allclose(vout[0], out1, rtol=1e-5, atol=1e-6)
