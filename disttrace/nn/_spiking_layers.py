@@ -34,27 +34,17 @@ import brainstate
 import jax
 import jax.numpy as jnp
 
+from disttrace.nn import _validation as check
 from disttrace.nn._surrogate import spike
 from disttrace.ops import element_wise, matmul
 
 __all__ = ["ALIFLayer", "LIFLayer", "LeakyRate"]
 
 
-def _check_size(who, **sizes):
-    for arg, v in sizes.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{who}: argument {arg!r} must be a positive int; got {v!r}")
-
-
-def _check_input(who, x, n_in):
-    if jnp.shape(x)[-1:] != (n_in,):
-        raise ValueError(f"{who}: argument 'x' must have shape (B, {n_in}); got {jnp.shape(x)}")
-
-
 class _SpikingLayer(brainstate.nn.Module):
     def __init__(self, who, n_in, n_rec, tau, v_th, recurrent, reset, surrogate, surrogate_scale, w_scale, name):
         super().__init__(name=name)
-        _check_size(who, n_in=n_in, n_rec=n_rec)
+        check.positive_int(who, "n_in", n_in), check.positive_int(who, "n_rec", n_rec)
         if reset not in ("soft", "hard"):
             raise ValueError(f"{who}: argument 'reset' must be 'soft' or 'hard'; got {reset!r}")
         if not tau > 0:
@@ -69,7 +59,7 @@ class _SpikingLayer(brainstate.nn.Module):
         )
 
     def _drive(self, x, s_prev):
-        _check_input(self.who, x, self.n_in)
+        check.features(self.who, x, self.n_in)
         inp = jnp.concatenate([x, s_prev.astype(x.dtype)], axis=-1) if self.recurrent else x
         return matmul(inp, self.weight.value)
 
@@ -181,7 +171,7 @@ class LeakyRate(brainstate.nn.Module):
 
     def __init__(self, n_in, n_rec, name=None):
         super().__init__(name=name)
-        _check_size("LeakyRate", n_in=n_in, n_rec=n_rec)
+        check.positive_int("LeakyRate", "n_in", n_in), check.positive_int("LeakyRate", "n_rec", n_rec)
         self.n_in, self.n_rec = n_in, n_rec
         self.weight = brainstate.ParamState(
             {
@@ -195,7 +185,7 @@ class LeakyRate(brainstate.nn.Module):
         self.h = brainstate.HiddenState(jnp.zeros((batch_size, self.n_rec)))
 
     def update(self, x):
-        _check_input("LeakyRate", x, self.n_in)
+        check.features("LeakyRate", x, self.n_in)
         w = self.weight.value
         alpha = element_wise(self.decay.value, jax.nn.sigmoid)
         self.h.value = alpha * self.h.value + jnp.tanh(matmul(x, w["weight"], w["bias"]))
