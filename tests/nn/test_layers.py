@@ -122,3 +122,17 @@ def test_functional_step_under_jit_and_vmap(case):
     assert vout.shape == (copies, *ys.shape[1:])
     _, out1, _ = jax.jit(learner.step)(state, params, xs[1], ys[1])
     np.testing.assert_allclose(vout[0], out1, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_online_step_under_strict_dtype_promotion(case):
+    # STYLE §9 asks for strict promotion; optax's Adam does not run under it (int32 step
+    # count times float), so it is checked here on the library's own code paths.
+    with jax.numpy_dtype_promotion("strict"):
+        brainstate.random.seed(0)
+        model = case.build_model()
+        xs, ys = _sequences(case, model)
+        with _expect_warning(case):
+            learner = dt.compile(model, dt.ES_D_RTRL, xs[0], batch_size=B)
+        grads = learner.etrace_grad(xs[:3], ys[:3], step_fn=lambda x, y: jnp.mean((learner(x) - y) ** 2))
+        assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
