@@ -81,6 +81,8 @@ def chunk_update(rule, operands, trace, xs, gs, jacs, deltas):
     cs = jnp.sum(a_seq * gs, axis=2)  # (U, B, N...)
     bs = jax.vmap(_mat_vec)(r_seq, gs)  # (U, B, K, N...)
 
-    grad = tuple(x + y for x, y in zip(rule.dr_contract(c, trace), rule.input_vjp_sum(xs, cs, operands)))
-    new_trace = tuple(x + y for x, y in zip(rule.dr_decay(q_end, trace), rule.outer_sum(bs, xs, operands)))
+    # hidden-space arrays (…, N...) to the trace's neuron layout (a conv's (…, P, O))
+    to_n = lambda a: rule.to_trace_neurons(a, operands)
+    grad = tuple(x + y for x, y in zip(rule.dr_contract(to_n(c), trace), rule.input_vjp_sum(xs, to_n(cs), operands)))
+    new_trace = tuple(x + y for x, y in zip(rule.dr_decay(to_n(q_end), trace), rule.outer_sum(to_n(bs), xs, operands)))
     return grad, new_trace

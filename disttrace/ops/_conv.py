@@ -79,6 +79,18 @@ class _ConvRule(TraceOpRule):
     def dr_contract(self, delta, trace):
         return (jnp.einsum("bkpo,bkpfo->fo", delta, trace[0]),)
 
+    # ---- chunked D-RTRL: the per-position matmul of patches with the (F, O) kernel
+    def chunk_input(self, operands):
+        return self._patches(operands)  # (B, P, F)
+
+    def outer_sum(self, gs, xs, operands):
+        # Σ_u patches_u ⊗ g_u: (U,B,P,F) x (U,B,K,P,O) -> (B,K,P,F,O)
+        return (jnp.einsum("ubpf,ubkpo->bkpfo", xs.astype(gs.dtype), gs),)
+
+    def input_vjp_sum(self, xs, cs, operands):
+        # Σ_u Σ_b Σ_p patches ⊗ c: (U,B,P,F) x (U,B,P,O) -> (F, O)
+        return (jnp.einsum("ubpf,ubpo->fo", xs.astype(cs.dtype), cs),)
+
     def es_input(self, operands):
         return self._patches(operands)
 
@@ -95,7 +107,7 @@ class _ConvRule(TraceOpRule):
         return (jnp.moveaxis(g, 0, nd).astype(w.dtype),)
 
 
-register(_ConvRule(name="conv", input_argnum=0, weight_argnums=(1,)))
+register(_ConvRule(name="conv", input_argnum=0, weight_argnums=(1,), chunkable=True))
 
 
 def _dt_conv(x, w, strides, padding):

@@ -55,12 +55,13 @@ class Leaky(brainstate.nn.Module):
 OPS = ["matmul", "lora", "sparse", "embedding", "conv"]
 
 
+@pytest.mark.parametrize("chunk", [None, 6])
 @pytest.mark.parametrize("op", OPS)
-def test_each_op_exact_under_d_rtrl(x64, op):
+def test_each_op_exact_under_d_rtrl(x64, op, chunk):
     xs = jax.random.normal(jax.random.PRNGKey(2), (T, B, I))
     ys = jax.random.normal(jax.random.PRNGKey(3), (T, B, 2))
     ref = gradients(lambda: Leaky(op), dt.BPTT, xs, ys)
-    got = gradients(lambda: Leaky(op), dt.D_RTRL, xs, ys)
+    got = gradients(lambda: Leaky(op), dt.D_RTRL, xs, ys, chunk_size=chunk)
     np.testing.assert_allclose(flat(got), flat(ref), rtol=0, atol=1e-8)
     es = gradients(lambda: Leaky(op), dt.ES_D_RTRL, xs, ys)
     assert np.isfinite(flat(es)).all() and np.abs(flat(es)).max() > 0
