@@ -54,8 +54,8 @@ def _run(a):
     import brainstate
     import braintrace
     import jax
-    from _memory import device_peak
     import jax.numpy as jnp
+    from _memory import device_peak
 
     def _normal(fan_in):
         return lambda shape, **kw: brainstate.random.normal(0.0, 1.0 / math.sqrt(fan_in), shape)

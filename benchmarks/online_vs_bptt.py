@@ -1,4 +1,4 @@
-"""Time and memory of BPTT vs D-RTRL (step / chunked) vs ES-D-RTRL on a 3-layer recurrent LIF net.
+"""Time and memory of BPTT vs D-RTRL and ES-D-RTRL (each step by step and chunked) on a recurrent LIF net.
 
 Each (algo, T) configuration runs in a fresh subprocess (``--worker``) so peak memory is
 not polluted by earlier configurations. Per configuration we report:
@@ -36,7 +36,7 @@ import time
 import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ALGOS = ("bptt", "d_rtrl", "d_rtrl_chunk", "es_d_rtrl")
+ALGOS = ("bptt", "d_rtrl", "d_rtrl_chunk", "es_d_rtrl", "es_d_rtrl_chunk")
 
 
 def _rss_mib():
@@ -78,8 +78,8 @@ def _worker(a):
 def _measure(a):
     import brainstate
     import jax
-    from _memory import device_peak
     import jax.numpy as jnp
+    from _memory import device_peak
 
     import disttrace as dt
 
@@ -91,11 +91,11 @@ def _measure(a):
     net = dt.nn.SpikingNet(a.n_in, a.n_rec, a.n_out, n_layers=a.n_layers, neuron="lif", recurrent=True, tau_out=0.0)
     if a.algo == "bptt":
         learner = dt.compile(net, dt.BPTT, jnp.zeros((B, a.n_in)), batch_size=B)
-    elif a.algo == "es_d_rtrl":
+    elif a.algo.startswith("es_d_rtrl"):
         learner = dt.compile(net, dt.ES_D_RTRL, jnp.zeros((B, a.n_in)), batch_size=B, decay=0.9)
     else:
         learner = dt.compile(net, dt.D_RTRL, jnp.zeros((B, a.n_in)), batch_size=B)
-    chunk = a.chunk if a.algo == "d_rtrl_chunk" else None
+    chunk = a.chunk if a.algo.endswith("_chunk") else None
 
     def step_fn(x, y):
         return jnp.mean((learner(x) - y) ** 2)

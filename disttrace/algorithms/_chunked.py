@@ -46,7 +46,7 @@ def _mat_vec(p, v):
     return apply_block(p, v)
 
 
-def chunk_update(rule, operands, trace, xs, gs, jacs, deltas):
+def chunk_update(rule, operands, trace, xs, gs, jacs, deltas, direct=None):
     """One chunk of the exact D-RTRL update for a matmul-family op.
 
     Args:
@@ -57,6 +57,8 @@ def chunk_update(rule, operands, trace, xs, gs, jacs, deltas):
       gs: (U, B, K, N...) ``∂h_u/∂y_u``.
       jacs: (U, B, K, K, N...) Jacobian blocks.
       deltas: (U, B, K, N...) learning signals ``∂L_u/∂h_{u-1}``.
+      direct: optional (U, B, N...) ``∂L_u/∂y_u``: the same-step gradient
+        ``Σ_u x_u ⊗ ∂L_u/∂y_u`` is added, sharing the one input contraction.
 
     Returns:
       ``(trace_space_grad, new_trace)``: the chunk's summed trace-space gradient and
@@ -79,6 +81,8 @@ def chunk_update(rule, operands, trace, xs, gs, jacs, deltas):
 
     _, (a_seq, r_seq) = jax.lax.scan(bwd, (jnp.zeros_like(deltas[0]), eye), (deltas, jacs), reverse=True)
     cs = jnp.sum(a_seq * gs, axis=2)  # (U, B, N...)
+    if direct is not None:
+        cs = cs + direct.astype(cs.dtype)
     bs = jax.vmap(_mat_vec)(r_seq, gs)  # (U, B, K, N...)
 
     # hidden-space arrays (…, N...) to the trace's neuron layout (a conv's (…, P, O))

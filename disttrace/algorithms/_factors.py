@@ -46,11 +46,12 @@ class StepFactors(NamedTuple):
     direct: list  # per param leaf, same-step gradient
     delta_prev: dict  # group -> (B, K, N...)
     delta_new: dict  # group -> (B, K, N...); for IO ops, holding the group's other new values fixed
-    delta_bypass: dict  # group -> (B, K, N...): part of δ^prev not through h_t
+    delta_bypass: dict  # bypass group -> (B, K, N...): part of δ^prev not through h_t (absent: zero)
     jac: dict  # group -> (B, K, K, N...)
     g: dict  # (op, group) -> (B, K, N...)
     operands: dict  # op -> tuple of operands
     y_bypass: dict  # IO op -> (op output shape): ∂L_t/∂y_t along paths skipping its groups' new values
+    y_grad: dict  # op in ``y_grad_ops`` -> (op output shape): ∂L_t/∂y_t, all same-step paths
 
 
 def _stack_members(arrs, members):
@@ -68,6 +69,7 @@ def step_factors(
     validate_args: Callable[[list, Any], None],
     bypass_groups: frozenset[int] = frozenset(),
     bypass_ops: frozenset[int] = frozenset(),
+    y_grad_ops: frozenset[int] = frozenset(),
 ) -> StepFactors:
     """Computes :class:`StepFactors` for one step.
 
@@ -85,11 +87,16 @@ def step_factors(
       bypass_ops: IO ops whose output may reach the loss other than through the new
         values of their groups (``compiler.bypass_ops``); only for these the same-step
         bypass signal ``y_bypass`` is computed (one more forward and backward pass).
+      y_grad_ops: ops whose weights are also held constant in the direct term; their
+        same-step gradient is returned as ``y_grad = ∂L_t/∂y_t`` instead (from the same
+        VJP), to be contracted with the op inputs of a whole chunk at once.
 
     Raises:
       ValueError: if ``loss_of`` does not call the model exactly once, or calls it
         with inputs of the wrong shape.
     """
+
+    stop_weights = io_ops | y_grad_ops
 
     def forward(theta, h_prev, p_new, detach=False, perturb=None):
         box: dict[str, Any] = {}
@@ -100,7 +107,7 @@ def step_factors(
             arg_leaves, arg_tree = jax.tree.flatten(args)
             validate_args(arg_leaves, arg_tree)
             out, h_new, a_new, records = run_step(
-                graph, theta, h_prev, aux_leaves, arg_leaves, stop_weights=io_ops, hidden_perturb=p_new,
+                graph, theta, h_prev, aux_leaves, arg_leaves, stop_weights=stop_weights, hidden_perturb=p_new,
                 detach_hidden=detach, perturb=perturb,
             )
             box.update(hidden=h_new, aux=a_new, records=records, args=arg_leaves, out=out)
@@ -115,8 +122,11 @@ def step_factors(
         return (loss, box["hidden"]), (box["aux"], box["records"], box["args"], box["out"])
 
     zeros = [jnp.zeros_like(h) for h in hidden]
-    (loss, h_new), vjp, (a_new, records, args, out) = jax.vjp(forward, param_leaves, hidden, zeros, has_aux=True)
-    direct, d_prev, d_new = vjp((jnp.ones_like(loss), zeros))
+    y_pert = {j: jnp.zeros(graph.ops[j].out.shape, graph.ops[j].out.dtype) for j in sorted(y_grad_ops)}
+    fwd = lambda th, hp, pn, py: forward(th, hp, pn, perturb=py)
+    (loss, h_new), vjp_all, (a_new, records, args, out) = jax.vjp(fwd, param_leaves, hidden, zeros, y_pert, has_aux=True)
+    vjp = lambda cot: vjp_all(cot)[:3]
+    direct, d_prev, d_new, y_grad = vjp_all((jnp.ones_like(loss), zeros))
     # ---- Jacobian blocks and ∂h/∂y through one batched JVP with inputs cut
     traced_ops = [op for op in graph.ops if op.groups]
     y_zero = {op.index: jnp.zeros(op.out.shape, op.out.dtype) for op in traced_ops}
@@ -174,8 +184,7 @@ def step_factors(
     # group's new values, J_Gᵀ δ^partial_G (last-write decomposition), from the same VJP.
     for grp in graph.groups:
         if not io_ops or grp.index not in bypass_groups:
-            delta_bypass[grp.index] = jnp.zeros_like(delta_prev[grp.index])
-            continue
+            continue  # structurally zero: no contraction is spent on it
         cot = [jnp.zeros_like(h) for h in hidden]
         for k, m in enumerate(grp.members):
             cot[m] = delta_new[grp.index][:, k]
@@ -205,4 +214,5 @@ def step_factors(
         g=g,
         operands=records,
         y_bypass=y_bypass,
+        y_grad=y_grad,
     )

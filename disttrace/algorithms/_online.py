@@ -45,7 +45,7 @@ from disttrace.algorithms._chunked import chunk_update
 from disttrace.algorithms._factors import StepFactors, step_factors
 from disttrace.algorithms._learner import Learner
 from disttrace.algorithms._specs import ES_D_RTRL, Hybrid, assign_modes
-from disttrace.compiler import bypass_groups, bypass_ops, op_function, op_weights
+from disttrace.compiler import bypass_groups, bypass_ops, op_function, op_operands, op_weights
 from disttrace.ops import apply_block
 
 __all__ = ["OnlineLearner", "OnlineState"]
@@ -147,21 +147,25 @@ class OnlineLearner(Learner):
         self._traces = None
 
     # ---- one step ----------------------------------------------------------------------
-    def _factors(self, loss_of, theta, state: OnlineState, seq_t) -> StepFactors:
+    def _factors(self, loss_of, theta, state: OnlineState, seq_t, y_grad_ops=frozenset()) -> StepFactors:
         hidden = [state.hidden[p] for p in self.graph.hidden_paths]
         aux_leaves = jax.tree.leaves(state.aux)
         return step_factors(
             self.graph, self.io_ops, theta, hidden, aux_leaves, loss_of, seq_t, self._validate_args,
-            self._bypass_groups, self._bypass_ops,
+            self._bypass_groups, self._bypass_ops, y_grad_ops,
         )
 
-    def _apply(self, f: StepFactors, state: OnlineState, deferred: frozenset = frozenset()):
+    def _apply(self, f: StepFactors, state: OnlineState, deferred: frozenset = frozenset(), defer_io: bool = False):
         """Per-step trace updates for every op not in ``deferred``.
 
+        With ``defer_io`` the IO-dimension contractions are not done here: each is
+        returned as its two factors, to be contracted once per chunk (``_io_chunk_grads``).
+
         Returns:
-          (traces, x_traces, trace-space gradients of this step by op index).
+          (traces, x_traces, trace-space gradients of this step by op index, and with
+          ``defer_io`` the factor pairs by IO op index, else ``{}``).
         """
-        traces, x_traces, tgrads = dict(state.traces), dict(state.x_traces), {}
+        traces, x_traces, tgrads, pairs = dict(state.traces), dict(state.x_traces), {}, {}
         for op, mode in zip(self.graph.ops, self.modes):
             if mode == "none" or op.index in deferred:
                 continue
@@ -185,18 +189,38 @@ class OnlineLearner(Learner):
                     ef = self.f_decay * _block_vec(f.jac[g], ef_prev) + (1.0 - self.f_decay) * f.g[(op.index, g)]
                     traces[key] = (ef,)
                     s_now = jnp.sum(f.delta_new[g] * ef, axis=1)
-                    s_before = jnp.sum(f.delta_bypass[g] * ef_prev, axis=1)
                     now = s_now if now is None else now + s_now
-                    before = s_before if before is None else before + s_before
+                    if g in f.delta_bypass:
+                        s_before = jnp.sum(f.delta_bypass[g] * ef_prev, axis=1)
+                        before = s_before if before is None else before + s_before
                 # δ^new meets the traces that include step t; the part of the signal that
                 # bypasses h_t meets the previous traces (corrected with the previous count).
-                grad = rule.es_grad(x_traces[xk], now / self._bias_correction(state.t, now.dtype), operands)
-                grad_before = rule.es_grad(x_prev, before / self._bias_correction(state.t - 1, now.dtype), operands)
-                tgrads[op.index] = _tree_add(grad, grad_before)
+                terms = [(x_traces[xk], now / self._bias_correction(state.t, now.dtype))]
+                if before is not None:
+                    terms.append((x_prev, before / self._bias_correction(state.t - 1, now.dtype)))
                 if op.index in f.y_bypass:  # same-step paths that skip the op's groups: exact
-                    same = rule.es_grad(rule.es_input(operands), f.y_bypass[op.index], operands)
-                    tgrads[op.index] = _tree_add(tgrads[op.index], same)
-        return traces, x_traces, tgrads
+                    terms.append((rule.es_input(operands), f.y_bypass[op.index]))
+                if defer_io:
+                    pairs[op.index] = terms
+                else:
+                    grads = [rule.es_grad(a, b, operands) for a, b in terms]
+                    tgrads[op.index] = functools.reduce(_tree_add, grads)
+        return traces, x_traces, tgrads, pairs
+
+    def _io_chunk_grads(self, pairs: dict, operands: dict) -> dict:
+        """Contracts a chunk's stacked IO factor pairs, (U, B, ...) each, in one product per pair.
+
+        ``es_grad`` sums over its leading axis, so time is folded into the batch;
+        ``operands`` (op index -> tuple, from ``op_operands``) supply the weights and
+        constant index arrays the rule reads.
+        """
+        out = {}
+        for j, terms in pairs.items():
+            rule = self.graph.ops[j].rule
+            fold = lambda a: a.reshape((-1,) + a.shape[2:])
+            grads = [rule.es_grad(fold(a), fold(b), operands[j]) for a, b in terms]
+            out[j] = functools.reduce(_tree_add, grads)
+        return out
 
     def _bias_correction(self, t, dtype):
         """``1 - α_f^(n+1)`` for ``n = t`` steps seen (1 after 1000 steps, as braintrace)."""
@@ -208,6 +232,12 @@ class OnlineLearner(Learner):
         hidden = dict(zip(self.graph.hidden_paths, f.hidden))
         aux = jax.tree.unflatten(self.graph.aux_tree, f.aux)
         return OnlineState(hidden, aux, traces, x_traces, state.t + 1)
+
+    def _param_operands(self, theta, state: OnlineState) -> dict:
+        """Every op's operands where only the parameter-only ones are meaningful."""
+        hidden = [state.hidden[p] for p in self.graph.hidden_paths]
+        args = [jnp.zeros(s, d) for s, d in self.graph.arg_shapes]
+        return op_operands(self.graph, theta, hidden, jax.tree.leaves(state.aux), args)
 
     def _to_params(self, theta, state: OnlineState, tgrads: dict) -> list:
         """Maps trace-space gradients (op index -> tuple) to parameter-leaf gradients."""
@@ -229,13 +259,18 @@ class OnlineLearner(Learner):
         return grads
 
     # ---- sequences -------------------------------------------------------------------------
-    def _run_steps(self, loss_of, theta, state, seqs, deferred=frozenset(), collect=()):
-        """Scans steps; returns (state, direct sum, tgrad sum, losses, collected factors)."""
+    def _run_steps(self, loss_of, theta, state, seqs, deferred=frozenset(), collect=(), defer_io=False):
+        """Scans steps; returns (state, direct sum, tgrad sum, losses, collected factors).
+
+        ``deferred`` ops get no per-step update and no direct term (their ``collect``
+        factors are kept, with ``∂L_t/∂y_t`` as ``kept["y"]``); with ``defer_io`` the IO ops' factor pairs are kept (``kept["io"]``) instead of
+        contracted, and their gradients are absent from the tgrad sum.
+        """
 
         def body(carry, seq_t):
             st, dsum, tsum = carry
-            f = self._factors(loss_of, theta, st, seq_t)
-            traces, x_traces, tg = self._apply(f, st, deferred)
+            f = self._factors(loss_of, theta, st, seq_t, deferred)
+            traces, x_traces, tg, pairs = self._apply(f, st, deferred, defer_io)
             dsum = [a + b for a, b in zip(dsum, f.direct)]
             tsum = {j: _tree_add(tsum[j], tg[j]) if j in tg else tsum[j] for j in tsum}
             kept = {
@@ -243,11 +278,13 @@ class OnlineLearner(Learner):
                 "g": {f"{j}/{g}": f.g[(j, g)] for j in collect for g in self.graph.ops[j].groups},
                 "jac": {g: f.jac[g] for g in self._groups_of(collect)},
                 "delta": {g: f.delta_prev[g] for g in self._groups_of(collect)},
+                "y": {j: f.y_grad[j] for j in collect},
+                "io": pairs,
             }
             return (self._advance(f, st, traces, x_traces), dsum, tsum), (f.loss, kept)
 
         dsum0 = [jnp.zeros_like(p) for p in theta]
-        tsum0 = self._zero_tgrads(deferred)
+        tsum0 = self._zero_tgrads(deferred | self.io_ops if defer_io else deferred)
         (state, dsum, tsum), (losses, kept) = jax.lax.scan(body, (state, dsum0, tsum0), seqs)
         return state, dsum, tsum, losses, kept
 
@@ -277,14 +314,18 @@ class OnlineLearner(Learner):
         chunked = frozenset(
             op.index for op, m in zip(self.graph.ops, self.modes) if m == "param" and op.rule.chunkable
         )
-        if chunk is None or chunk <= 1 or not chunked:
+        if chunk is None or chunk <= 1 or not (chunked or self.io_ops):
             state, dsum, tsum, losses, _ = self._run_steps(loss_of, theta, state, seqs)
             return state, [a + b for a, b in zip(dsum, self._to_params(theta, state, tsum))], losses
 
         def run_chunk(carry, seq_c):
             st, dsum, tsum = carry
             e_start = st.traces
-            st, d_c, t_c, losses, kept = self._run_steps(loss_of, theta, st, seq_c, chunked, tuple(sorted(chunked)))
+            st, d_c, t_c, losses, kept = self._run_steps(
+                loss_of, theta, st, seq_c, chunked, tuple(sorted(chunked)), defer_io=True
+            )
+            if kept["io"]:
+                t_c.update(self._io_chunk_grads(kept["io"], self._param_operands(theta, st)))
             traces = dict(st.traces)
             for j in sorted(chunked):
                 op = self.graph.ops[j]
@@ -292,7 +333,7 @@ class OnlineLearner(Learner):
                 for g in op.groups:
                     grad, traces[_key(j, g)] = chunk_update(
                         op.rule, operands, e_start[_key(j, g)], kept["x"][j], kept["g"][f"{j}/{g}"],
-                        kept["jac"][g], kept["delta"][g],
+                        kept["jac"][g], kept["delta"][g], kept["y"][j] if g == op.groups[0] else None,
                     )
                     t_c[j] = grad if j not in t_c else _tree_add(t_c[j], grad)
             st = st._replace(traces=traces)
@@ -350,7 +391,7 @@ class OnlineLearner(Learner):
         theta = self._param_leaves(params)
         loss_of = lambda call, x_, y_: self.loss_fn(call(x_), y_)
         f = self._factors(loss_of, theta, state, (x, y))
-        traces, x_traces, tgrads = self._apply(f, state)
+        traces, x_traces, tgrads, _ = self._apply(f, state)
         new_state = self._advance(f, state, traces, x_traces)
         grads = [a + b for a, b in zip(f.direct, self._to_params(theta, new_state, tgrads))]
         return new_state, f.out, self._grads_tree(grads)
@@ -362,7 +403,7 @@ class OnlineLearner(Learner):
 
         def run(theta, state, args):
             f = self._factors(zero_loss, theta, state, args)
-            traces, x_traces, _ = self._apply(f, state)
+            traces, x_traces, _, _ = self._apply(f, state)
             return self._advance(f, state, traces, x_traces), f.out
 
         fn = self._jit(("eager",), lambda: jax.jit(run))

@@ -7,6 +7,7 @@ from disttrace.compiler._bypass import bypass_groups as bypass_groups
 from disttrace.compiler._bypass import bypass_ops as bypass_ops
 from disttrace.compiler._compile import compile_etrace_graph as compile_etrace_graph
 from disttrace.compiler._executor import op_function as op_function
+from disttrace.compiler._executor import op_operands as op_operands
 from disttrace.compiler._executor import op_weights as op_weights
 from disttrace.compiler._executor import run_step as run_step
 from disttrace.compiler._functional import ModuleBinding as ModuleBinding
@@ -28,6 +29,7 @@ __all__ = [
     "TraceOpNode",
     "compile_etrace_graph",
     "op_function",
+    "op_operands",
     "op_weights",
     "path_str",
     "run_step",

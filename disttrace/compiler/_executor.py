@@ -18,7 +18,7 @@ import jax
 from disttrace.compiler import _jax_compat as jc
 from disttrace.compiler._graph import ETraceGraph, TraceOpNode
 
-__all__ = ["op_function", "op_weights", "run_step"]
+__all__ = ["op_function", "op_operands", "op_weights", "run_step"]
 
 
 def op_function(op: TraceOpNode):
@@ -109,11 +109,17 @@ def run_step(
     return outs[:n_out], h_new, outs[n_out + n_h :], records
 
 
-def op_weights(graph: ETraceGraph, param_leaves, hidden, aux_leaves, arg_leaves) -> dict[int, tuple]:
-    """The weight operands of every op as functions of the parameters.
+def op_operands(graph: ETraceGraph, param_leaves, hidden, aux_leaves, arg_leaves) -> dict[int, tuple]:
+    """Every op's operands (op index -> tuple) for one step on the given values.
 
-    Weights are parameter-only values, so the hidden/aux/arg inputs only fill the
-    signature (under jit the rest of the step is dead code).
+    Used where only the parameter-only operands matter (weights, constant index
+    arrays): the hidden/aux/arg inputs then only fill the signature and under jit the
+    rest of the step is dead code.
     """
-    _, _, _, records = run_step(graph, param_leaves, hidden, aux_leaves, arg_leaves)
+    return run_step(graph, param_leaves, hidden, aux_leaves, arg_leaves)[3]
+
+
+def op_weights(graph: ETraceGraph, param_leaves, hidden, aux_leaves, arg_leaves) -> dict[int, tuple]:
+    """The weight operands of every op as functions of the parameters (see :func:`op_operands`)."""
+    records = op_operands(graph, param_leaves, hidden, aux_leaves, arg_leaves)
     return {j: tuple(ops[i] for i in graph.ops[j].rule.weight_argnums) for j, ops in records.items()}

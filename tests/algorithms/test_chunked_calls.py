@@ -1,12 +1,13 @@
 """Splitting a sequence over several ``etrace_grad`` calls gives the one-call gradient
-(traces and the ES bias-correction step count carry over between calls)."""
+(traces and the ES bias-correction step count carry over between calls), and so does
+any ``chunk_size`` within a call."""
 
+import brainstate
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import brainstate
 import disttrace as dt
 from disttrace.testing import flat
 from tests.algorithms.models import APPROX, EXACT, N_IN, N_OUT
@@ -42,3 +43,13 @@ def test_chunk_size_in_split_calls(x64):
     one = _run(APPROX["rec_lif"], dt.D_RTRL, 1)
     four = _run(APPROX["rec_lif"], dt.D_RTRL, 4, chunk_size=3)
     np.testing.assert_allclose(flat(four), flat(one), rtol=0, atol=1e-10)
+
+
+@pytest.mark.filterwarnings("ignore:disttrace.*same-step:UserWarning")  # GRU's reset gate: expected
+@pytest.mark.parametrize("algo", sorted(ONLINE))
+@pytest.mark.parametrize("model", sorted({**APPROX, **EXACT}))
+def test_chunk_size_equals_step_by_step(x64, algo, model):
+    make = {**APPROX, **EXACT}[model]
+    one = _run(make, ONLINE[algo], 1)
+    chunked = _run(make, ONLINE[algo], 1, chunk_size=7)  # 40 = 5 x 7 + a tail of 5
+    np.testing.assert_allclose(flat(chunked), flat(one), rtol=0, atol=1e-10)

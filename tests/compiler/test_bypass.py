@@ -103,3 +103,17 @@ def test_pre_reset_model_is_exact_under_d_rtrl(x64):
     ref = gradients(PreResetOutput, dt.BPTT, xs, ys)
     np.testing.assert_allclose(flat(gradients(PreResetOutput, dt.D_RTRL, xs, ys)), flat(ref), rtol=0, atol=1e-6)
     assert np.abs(flat(ref)).max() > 1e-3
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_es_chunked_equals_step_by_step_on_bypass_paths(x64, case):
+    # the bypass terms (previous traces, same-step output signal) are deferred per chunk too
+    make = CASES[case][0]
+    xs = jax.random.normal(jax.random.PRNGKey(2), (11, B, N_IN)) * 2.0
+    out = make()
+    brainstate.nn.init_all_states(out, batch_size=B)
+    ys = jax.random.normal(jax.random.PRNGKey(3), (11, *out(xs[0]).shape))
+    ref = gradients(make, dt.ES_D_RTRL, xs, ys)
+    got = gradients(make, dt.ES_D_RTRL, xs, ys, chunk_size=4)
+    assert np.abs(flat(ref)).max() > 1e-3
+    np.testing.assert_allclose(flat(got), flat(ref), rtol=0, atol=1e-12)

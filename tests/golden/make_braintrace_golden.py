@@ -30,10 +30,10 @@ import jax
 
 jax.config.update('jax_enable_x64', True)
 
-import jax.numpy as jnp
-import numpy as np
 import brainstate
 import braintrace
+import jax.numpy as jnp
+import numpy as np
 
 OUT_DIR = os.path.dirname(os.path.abspath(__file__))
 np.set_printoptions(precision=8, suppress=False, linewidth=140)
