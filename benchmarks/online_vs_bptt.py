@@ -160,16 +160,16 @@ def _fmt(v, spec):
 
 
 def _table(rows):
-    head = f"{'lib':<10} {'algo':<13} {'T':>5} {'per-seq s':>10} {'compile s':>10} {'peak MiB':>9} {'xla MiB':>8} {'x BPTT':>7}"
+    head = f"{'lib':<10} {'algo':<15} {'T':>5} {'per-seq s':>10} {'compile s':>10} {'peak MiB':>9} {'xla MiB':>8} {'x BPTT':>7}"
     lines = [head, "-" * len(head)]
     bptt = {(r["lib"], r["T"]): r.get("per_seq_s") for r in rows if r["algo"] == "bptt" and "error" not in r}
     for r in rows:
         if "error" in r:
-            lines.append(f"{r['lib']:<10} {r['algo']:<13} {r['T']:>5}  ERROR: {r['error'][:90]}")
+            lines.append(f"{r['lib']:<10} {r['algo']:<15} {r['T']:>5}  ERROR: {r['error'][:90]}")
             continue
         ref = bptt.get((r["lib"], r["T"]))
         ratio = r["per_seq_s"] / ref if ref else None
-        lines.append(f"{r['lib']:<10} {r['algo']:<13} {r['T']:>5} {_fmt(r['per_seq_s'], '10.4f')} "
+        lines.append(f"{r['lib']:<10} {r['algo']:<15} {r['T']:>5} {_fmt(r['per_seq_s'], '10.4f')} "
                      f"{_fmt(r['compile_s'], '10.2f')} {_fmt(r['peak_mib'], '9.1f')} "
                      f"{_fmt(r.get('xla_mib'), '8.2f')} {_fmt(ratio, '7.2f')}")
     return "\n".join(lines)
@@ -191,7 +191,7 @@ def main(argv=None):
         for algo in a.algos:
             row = _spawn(me + ["--algo", algo, "--T", str(T)], a.timeout, "disttrace", algo, T)
             rows.append(row)
-            print(f"  disttrace {algo:<13} T={T:<5} " + (f"ERROR {row['error']}" if "error" in row else
+            print(f"  disttrace {algo:<15} T={T:<5} " + (f"ERROR {row['error']}" if "error" in row else
                   f"{row['per_seq_s']:.4f} s/seq, compile {row['compile_s']:.2f} s, peak {row['peak_mib']:.1f} MiB"),
                   flush=True)
     if a.braintrace_python:
@@ -201,7 +201,7 @@ def main(argv=None):
             for algo in bt_algos:
                 row = _spawn(bt + ["--algo", algo, "--T", str(T)], a.timeout, "braintrace", algo, T)
                 rows.append(row)
-                print(f"  braintrace {algo:<12} T={T:<5} " + (f"ERROR {row['error']}" if "error" in row else
+                print(f"  braintrace {algo:<14} T={T:<5} " + (f"ERROR {row['error']}" if "error" in row else
                       f"{row['per_seq_s']:.4f} s/seq, compile {row['compile_s']:.2f} s, peak {row['peak_mib']:.1f} MiB"),
                       flush=True)
 

@@ -11,7 +11,9 @@ and ``P_{t,u} = D_t ⋯ D_{u+1}`` (per-neuron K×K products):
     E_{s+U} = P_{U,0} E_s + \\sum_u (P_{U,u} g_u) ⊗ x_u
 
 ``c`` is an exclusive forward cumulative product, ``a`` a reverse recurrence (no
-division by ``D``), and both sums over u are single batched matrix products. This
+division by ``D``), and both sums over u are single batched matrix products. The
+same-step term ``Σ_u x_u ⊗ ∂L_u/∂y_u`` is added to ``a_u ⋅ g_u`` before the input
+contraction, so it costs no product of its own. This
 is algebraically identical to the step-by-step update (DESIGN.md §2), so tests
 demand equality for every U.
 """

@@ -97,9 +97,13 @@ class Learner:
           *seqs: time-major sequences (T, ...); ``step_fn`` gets one slice of each.
           step_fn: ``step_fn(*seq_t) -> scalar`` that calls ``learner(x_t)`` exactly once.
           return_value: also return the per-step losses (T,).
-          chunk_size: process D-RTRL traces of matmul-family weights once per chunk
-            of this many steps (same result; fewer passes over the big trace);
-            accepted and ignored by ``BPTT``.
+          chunk_size: contract the traces once per chunk of this many steps instead
+            of every step (the same gradient, to rounding): D-RTRL traces of
+            matmul-family weights are read and written once per chunk, and every
+            ES-D-RTRL weight gradient, and a chunked D-RTRL weight's same-step term,
+            becomes one matrix product per chunk. Memory grows with the chunk
+            (O(chunk · B · (inputs + neurons))), not with T. Accepted and ignored by
+            ``BPTT``.
 
         Returns:
           ``grads`` (dict keyed like :attr:`param_states`), or ``(grads, losses)``.

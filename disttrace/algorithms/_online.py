@@ -31,6 +31,11 @@ of ``ε^f`` absorbs the scale). ``δ^{new}`` holds a group's other new values fi
 
 Trace-space gradients are summed over time and mapped to the parameters once per
 call, through the VJP of the parameter-only computation of each op's weights.
+
+With ``chunk_size`` the per-step contractions move out of the step loop: each
+ES-D-RTRL term above is the product of two per-step factors (``ε^x_t`` or ``x_t``, and
+a signal), so a chunk stores them and contracts them in one matrix product with time
+folded into the batch; D-RTRL matmul-family traces use the chunked form of ``_chunked``.
 """
 
 from __future__ import annotations
