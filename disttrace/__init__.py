@@ -3,11 +3,12 @@
 Layers, from low to high (imports go downward only; enforced by import-linter):
 ``errors`` -> ``ops`` (trace ops) -> ``compiler`` (jaxpr -> ETraceGraph) ->
 ``algorithms`` (D-RTRL, ES-D-RTRL, Hybrid, BPTT) -> ``lora`` -> ``nn`` (layers) ->
-``distributed`` (mesh, partition rules, sharded step) -> ``tasks`` (built-in streams)
--> ``train`` (Trainer). ``config`` and ``launch/`` sit on top.
+``distributed`` (mesh, partition rules, sharded step) -> ``checkpoint`` (Orbax) ->
+``tasks`` (built-in streams) -> ``train`` (Trainer, StreamTrainer). ``config`` and ``launch/`` sit on top.
 """
 
 from disttrace import algorithms as algorithms
+from disttrace import checkpoint as checkpoint
 from disttrace import compiler as compiler
 from disttrace import distributed as distributed
 from disttrace import errors as errors
@@ -33,6 +34,7 @@ __all__ = [
     "ES_D_RTRL",
     "Hybrid",
     "algorithms",
+    "checkpoint",
     "compile",
     "compile_etrace_graph",
     "compiler",

@@ -199,6 +199,15 @@ class PartitionRules:
         """``NamedSharding``s shaped like the :class:`TrainState`."""
         return jax.tree.map(lambda s: NamedSharding(self.mesh, s), self.state_specs())
 
+    def abstract_state(self) -> TrainState:
+        """``jax.ShapeDtypeStruct``s with their ``NamedSharding``s, shaped like the
+        :class:`TrainState` (a restore or AOT-compile target; needs a concrete ``Mesh``)."""
+        leaves = [
+            jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=NamedSharding(self.mesh, leaf.spec))
+            for leaf in self.leaves[: self.n_state]
+        ]
+        return jax.tree.unflatten(self.state_tree, leaves)
+
     def batch_shardings(self) -> tuple:
         """``NamedSharding``s of ``(x, y)``."""
         return jax.tree.map(lambda s: NamedSharding(self.mesh, s), self.batch_specs())

@@ -78,6 +78,38 @@ class StreamTrainer:
         self.state, loss = self._step(self.state, x, y)
         return loss
 
+    def save(self, checkpointer, meta: Mapping | None = None, *, force: bool = False) -> bool:
+        """Saves the whole :attr:`state` (and ``meta``, e.g. stream offsets) as step
+        ``state.step`` (optimizer updates applied).
+
+        Args:
+          checkpointer: a :class:`disttrace.checkpoint.Checkpointer`.
+          meta: JSON-serialisable host-side state to restore with it.
+          force: save even off the checkpointer's interval.
+
+        Returns:
+          Whether a save was started (see ``Checkpointer.save``).
+        """
+        return checkpointer.save(int(self.state.step), self.state, meta, force=force)
+
+    def restore(self, checkpointer, step: int | None = None) -> dict:
+        """Replaces :attr:`state` with a saved one, laid out by this trainer's rules
+        (its mesh may differ from the one that saved it).
+
+        Args:
+          checkpointer: a :class:`disttrace.checkpoint.Checkpointer`.
+          step: which step (default: the latest).
+
+        Returns:
+          The ``meta`` saved with it.
+
+        Raises:
+          FileNotFoundError, ValueError: from ``Checkpointer.restore`` (no such step; a
+            state of another model or optimizer). :attr:`state` is then unchanged.
+        """
+        self.state, meta = checkpointer.restore(self.rules, step)
+        return meta
+
     def write_back(self) -> None:
         """Writes the trained parameters, hidden states and other states (e.g. batch-norm
         running statistics) into the model's brainstate states, for ``learner.predict``
