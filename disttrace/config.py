@@ -56,6 +56,8 @@ class TrainConfig:
     eval_batch: int = 256
     seed: int = 0
     log_every: int = 10
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 50
     model: ModelConfig = ModelConfig()
     task: TaskConfig = TaskConfig()
 
@@ -63,7 +65,9 @@ class TrainConfig:
         if self.algorithm not in _ALGOS:
             raise ValueError(f"train: field 'algorithm' must be one of {_ALGOS}; got {self.algorithm!r}")
         _positive("train", batch_size=self.batch_size, steps=self.steps, eval_batch=self.eval_batch,
-                  log_every=self.log_every)
+                  log_every=self.log_every, checkpoint_every=self.checkpoint_every)
+        if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, str):
+            raise ValueError(f"train: field 'checkpoint_dir' must be a path or null; got {self.checkpoint_dir!r}")
         if self.chunk_size is not None:
             _positive("train", chunk_size=self.chunk_size)
         if not self.learning_rate > 0:

@@ -26,19 +26,55 @@ class Learner:
     Attributes:
       model: the wrapped brainstate module.
       graph: its compiled :class:`~disttrace.compiler.ETraceGraph`.
-      binding: the (params, hidden, aux) partition of its states.
+      binding: the (params, hidden, aux) partition of its states, always the model's
+        current ``State`` objects (see :attr:`binding`).
       loss_fn: optional ``loss_fn(out, target) -> scalar`` used by :meth:`step`.
     """
 
     def __init__(self, model, graph: ETraceGraph, binding: ModuleBinding, loss_fn: Callable | None = None):
         self.model = model
         self.graph = graph
-        self.binding = binding
+        self._binding = binding
         self.loss_fn = loss_fn
         self._active_call: Callable | None = None
         self._jitted: dict = {}
 
     # ---- state access -----------------------------------------------------------
+    @property
+    def binding(self) -> ModuleBinding:
+        """The model's states, partitioned, as the model holds them now.
+
+        ``brainstate.nn.init_all_states`` (and so :meth:`reset_state`) gives a module
+        new ``State`` objects; a binding kept from compile time would then read and
+        write the old ones, and every "reset" would silently start from the last
+        values. So the binding follows the model's current objects, and when the
+        hidden states were re-initialised this way the eligibility traces, which
+        belong to the old trajectory, are cleared too.
+
+        Raises:
+          ValueError: if the model's state paths changed since compilation (a state
+            added, removed or turned into another kind): compile the model again.
+        """
+        b = self._binding
+        current = dict(self.model.states().items())
+        if len(current) == len(b.params) + len(b.hidden) + len(b.aux) and all(
+            current.get(p) is st for d in (b.params, b.hidden, b.aux) for p, st in d.items()
+        ):
+            return b
+        new = ModuleBinding.of(self.model)
+        for kind in ("params", "hidden", "aux"):
+            old_paths, new_paths = set(getattr(b, kind)), set(getattr(new, kind))
+            if old_paths != new_paths:
+                raise ValueError(
+                    f"the model's {kind} states changed since it was compiled (added: "
+                    f"{sorted(path_str(p) for p in new_paths - old_paths)}, removed: "
+                    f"{sorted(path_str(p) for p in old_paths - new_paths)}); compile it again"
+                )
+        self._binding = new
+        if any(new.hidden[p] is not st for p, st in b.hidden.items()):
+            self._reset_traces()
+        return new
+
     @property
     def param_states(self) -> dict:
         """The model's ``ParamState``s by path tuple."""

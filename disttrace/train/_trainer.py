@@ -68,6 +68,44 @@ class Trainer:
         self.step_count += 1
         return float(losses.mean())
 
+    def save(self, checkpointer, extra: dict | None = None, meta: dict | None = None, *, force: bool = False) -> bool:
+        """Saves parameters, optimizer state and ``extra`` arrays as step :attr:`step_count`.
+
+        Each trial starts from reset hidden states and traces, so between trials this
+        is the whole training state.
+
+        Args:
+          checkpointer: a :class:`disttrace.checkpoint.Checkpointer`.
+          extra: more arrays to save with it (e.g. the data RNG key), restored by
+            :meth:`restore` given a template of the same structure.
+          meta: JSON-serialisable host-side values.
+          force: save even off the checkpointer's interval.
+        """
+        state = {"params": self.learner.params(), "opt_state": self.opt_state, "extra": extra or {}}
+        return checkpointer.save(self.step_count, state, meta, force=force)
+
+    def restore(self, checkpointer, extra: dict | None = None, step: int | None = None) -> tuple[dict, dict]:
+        """Restores what :meth:`save` wrote (default: the latest step).
+
+        Args:
+          checkpointer: a :class:`disttrace.checkpoint.Checkpointer`.
+          extra: a template (arrays) of the ``extra`` given to :meth:`save`.
+          step: which step.
+
+        Returns:
+          ``(extra, meta)`` as saved.
+
+        Raises:
+          FileNotFoundError, ValueError: from ``Checkpointer.restore``; nothing changes then.
+        """
+        target = {"params": self.learner.params(), "opt_state": self.opt_state, "extra": extra or {}}
+        target = jax.tree.map(jnp.asarray, target)
+        state, meta = checkpointer.restore(target, step)
+        self.learner.binding.write(params=state["params"])
+        self.opt_state = state["opt_state"]
+        self.step_count = checkpointer.latest_step() if step is None else step
+        return state["extra"], meta
+
     def accuracy(self, xs, labels, mask) -> float:
         """Accuracy of the mask-weighted mean logits against ``labels``."""
         self.learner.reset_state()

@@ -132,3 +132,29 @@ def test_etrace_grad_memory_reports_the_compiled_sequence(algo):
     n_cached = len(learner._jitted)
     learner.etrace_grad(xs, ys, step_fn=step_fn)
     assert len(learner._jitted) == n_cached
+
+
+@pytest.mark.parametrize("how", ["learner.reset_state", "init_all_states"])
+@pytest.mark.parametrize("algo", sorted(ALGOS))
+def test_reset_starts_the_next_trial_afresh(algo, how):
+    # init_all_states gives the module new State objects: the learner must follow them,
+    # or a "reset" trial would start from the last trial's hidden states
+    learner = _learner(algo)
+    xs, ys = _data()
+    step_fn = lambda x, y: learner.loss_fn(learner(x), y)
+    first = learner.etrace_grad(xs, ys, step_fn=step_fn)
+    assert any(float(jnp.abs(v).max()) > 0 for v in learner.binding.values()[1].values())
+    if how == "init_all_states":
+        brainstate.nn.init_all_states(learner.model, batch_size=B)
+    else:
+        learner.reset_state()
+    assert all(float(jnp.abs(v).max()) == 0 for v in learner.binding.values()[1].values())
+    again = learner.etrace_grad(xs, ys, step_fn=step_fn)
+    jax.tree.map(np.testing.assert_array_equal, again, first)
+
+
+def test_a_model_whose_states_changed_must_be_compiled_again():
+    learner = _learner("d_rtrl")
+    learner.model.extra = brainstate.HiddenState(jnp.zeros((B, 3)))
+    with pytest.raises(ValueError, match=r"hidden states changed since it was compiled \(added: \['extra'\]"):
+        learner.params()
