@@ -182,9 +182,10 @@ def step_factors(
     # ---- the part of δ^prev that bypasses each group's own new values (an output read
     # before a reset, possibly through a later layer): δ^prev minus the chain through the
     # group's new values, J_Gᵀ δ^partial_G (last-write decomposition), from the same VJP.
+    io_groups = {g for j in io_ops for g in graph.ops[j].groups}
     for grp in graph.groups:
-        if not io_ops or grp.index not in bypass_groups:
-            continue  # structurally zero: no contraction is spent on it
+        if grp.index not in io_groups or grp.index not in bypass_groups:
+            continue  # structurally zero, or read by no IO op: no pass is spent on it
         cot = [jnp.zeros_like(h) for h in hidden]
         for k, m in enumerate(grp.members):
             cot[m] = delta_new[grp.index][:, k]

@@ -137,9 +137,12 @@ class Learner:
             of every step (the same gradient, to rounding): D-RTRL traces of
             matmul-family weights are read and written once per chunk, and every
             ES-D-RTRL weight gradient, and a chunked D-RTRL weight's same-step term,
-            becomes one matrix product per chunk. Memory grows with the chunk
-            (O(chunk · B · (inputs + neurons))), not with T. Accepted and ignored by
-            ``BPTT``.
+            becomes one matrix product per chunk (ops whose rule is ``es_foldable``;
+            the built-in ones are). Memory grows with the chunk, not with T: the
+            chunk's per-step factors, O(chunk · B · (op inputs + neurons)) per op, where
+            a convolution's input is its patch matrix (window × channels per output
+            position), so ES-D-RTRL on large convolutions wants small chunks.
+            Accepted and ignored by ``BPTT``.
 
         Returns:
           ``grads`` (dict keyed like :attr:`param_states`), or ``(grads, losses)``.

@@ -102,6 +102,8 @@ class OnlineLearner(Learner):
         self.spec = spec
         self.modes = assign_modes(graph, spec)
         self.io_ops = frozenset(j for j, m in enumerate(self.modes) if m == "io")
+        # IO ops whose contraction can wait for the end of a chunk (``_io_chunk_grads``)
+        self._foldable_io = frozenset(j for j in self.io_ops if self.graph.ops[j].rule.es_foldable)
         self._bypass_groups = bypass_groups(self.graph)
         self._bypass_ops = bypass_ops(self.graph)
         if isinstance(spec, ES_D_RTRL | Hybrid):
@@ -205,7 +207,7 @@ class OnlineLearner(Learner):
                     terms.append((x_prev, before / self._bias_correction(state.t - 1, now.dtype)))
                 if op.index in f.y_bypass:  # same-step paths that skip the op's groups: exact
                     terms.append((rule.es_input(operands), f.y_bypass[op.index]))
-                if defer_io:
+                if defer_io and rule.es_foldable:
                     pairs[op.index] = terms
                 else:
                     grads = [rule.es_grad(a, b, operands) for a, b in terms]
@@ -289,7 +291,7 @@ class OnlineLearner(Learner):
             return (self._advance(f, st, traces, x_traces), dsum, tsum), (f.loss, kept)
 
         dsum0 = [jnp.zeros_like(p) for p in theta]
-        tsum0 = self._zero_tgrads(deferred | self.io_ops if defer_io else deferred)
+        tsum0 = self._zero_tgrads(deferred | self._foldable_io if defer_io else deferred)
         (state, dsum, tsum), (losses, kept) = jax.lax.scan(body, (state, dsum0, tsum0), seqs)
         return state, dsum, tsum, losses, kept
 
@@ -319,7 +321,7 @@ class OnlineLearner(Learner):
         chunked = frozenset(
             op.index for op, m in zip(self.graph.ops, self.modes) if m == "param" and op.rule.chunkable
         )
-        if chunk is None or chunk <= 1 or not (chunked or self.io_ops):
+        if chunk is None or chunk <= 1 or not (chunked or self._foldable_io):
             state, dsum, tsum, losses, _ = self._run_steps(loss_of, theta, state, seqs)
             return state, [a + b for a, b in zip(dsum, self._to_params(theta, state, tsum))], losses
 

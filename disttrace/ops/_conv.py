@@ -38,6 +38,8 @@ def _dimension_numbers(nd: int):
 
 @dataclasses.dataclass(frozen=True)
 class _ConvRule(TraceOpRule):
+    es_foldable: bool = True  # es_grad reads only the kernel rank
+
     def specialize(self, inner_eqns):
         # Strides and padding are static jit arguments, baked into the body's conv equation.
         (eqn,) = [e for e in inner_eqns if e.primitive.name == "conv_general_dilated"]

@@ -27,6 +27,8 @@ __all__ = ["grouped_matmul"]
 
 @dataclasses.dataclass(frozen=True)
 class _GroupedRule(TraceOpRule):
+    es_foldable: bool = True  # es_grad reads no operand
+
     def dr_zeros(self, operands, batch, k, neuron_shape, dtype):
         g, i, o = operands[1].shape
         return (jnp.zeros((batch, k, g, i, o), dtype),)

@@ -35,6 +35,7 @@ class MatmulRule(TraceOpRule):
     """
 
     chunkable: bool = True
+    es_foldable: bool = True  # es_grad reads only parameter shapes
 
     def features(self, operands):
         """The (B, I) input features multiplying the (I, O) trace-space weight."""

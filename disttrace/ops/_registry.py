@@ -45,7 +45,10 @@ class TraceOpRule:
 
     Subclasses override the methods they support. ``supports_param_dim`` says
     whether the op has a D-RTRL trace layout; ``chunkable`` whether the chunked
-    D-RTRL form (``outer_sum``/``input_vjp_sum``) is available.
+    D-RTRL form (``outer_sum``/``input_vjp_sum``) is available; ``es_foldable``
+    whether :meth:`es_grad` may be called once per chunk with time folded into its
+    leading axis (see there). Both default to ``False``, so a user rule keeps the
+    per-step forms unless it opts in.
 
     Attributes:
       name: registry name; the jitted function is called ``dt__<name>``.
@@ -58,6 +61,7 @@ class TraceOpRule:
     weight_argnums: tuple[int, ...]
     supports_param_dim: bool = True
     chunkable: bool = False
+    es_foldable: bool = False
     static: tuple = ()
 
     def specialize(self, inner_eqns: Sequence[Any]) -> TraceOpRule:
@@ -113,7 +117,14 @@ class TraceOpRule:
         return operands[self.input_argnum]
 
     def es_grad(self, x_trace: jax.Array, signal: jax.Array, operands: Sequence[Any]) -> jax.Array:
-        """Trace-space gradient from the smoothed input and ``signal`` (B, N...)."""
+        """Trace-space gradient ``Σ_b x_trace[b] ⊗ signal[b]`` (a tuple), summed over the
+        leading axis: ``x_trace`` (B, ...) from :meth:`es_input`, ``signal`` (B, N...).
+
+        With ``es_foldable`` and ``etrace_grad(..., chunk_size=U)`` it is called once
+        per chunk with (U·B, ...) arrays, and ``operands`` are then those of a step run
+        on zero inputs: the rule must not read the batch size, nor any operand that
+        depends on the step's inputs, from ``operands``.
+        """
         raise NotImplementedError(f"op {self.name!r} has no ES-D-RTRL rule")
 
     # ---- weights ---------------------------------------------------------------

@@ -27,6 +27,8 @@ __all__ = ["sparse_matmul"]
 class SparseRule(TraceOpRule):
     """Trace rule of :func:`sparse_matmul`: one trace entry per non-zero."""
 
+    es_foldable: bool = True  # es_grad reads the constant rows/cols only
+
     def to_trace_neurons(self, hidden_like, operands):
         # Each non-zero j belongs to output neuron cols[j]: D and δ are gathered there.
         return hidden_like[..., operands[3]]

@@ -2,6 +2,8 @@
 (traces and the ES bias-correction step count carry over between calls), and so does
 any ``chunk_size`` within a call."""
 
+import dataclasses
+
 import brainstate
 import jax
 import jax.numpy as jnp
@@ -52,4 +54,36 @@ def test_chunk_size_equals_step_by_step(x64, algo, model):
     make = {**APPROX, **EXACT}[model]
     one = _run(make, ONLINE[algo], 1)
     chunked = _run(make, ONLINE[algo], 1, chunk_size=7)  # 40 = 5 x 7 + a tail of 5
+    np.testing.assert_allclose(flat(chunked), flat(one), rtol=0, atol=1e-10)
+
+
+# A user rule that does not opt in to es_foldable: its es_grad reads a per-example operand
+# (an input-dependent gate), so chunking must keep its per-step contraction.
+@dataclasses.dataclass(frozen=True)
+class _GatedRule(dt.ops.TraceOpRule):
+    def es_grad(self, x_trace, signal, operands):
+        return (x_trace.astype(signal.dtype).T @ (signal * operands[2]),)
+
+
+dt.ops.register(_GatedRule(name="test_gated_matmul", input_argnum=0, weight_argnums=(1,)))
+_gated = dt.ops.trace_op("test_gated_matmul", lambda x, w, g: g * (x @ w))
+
+
+class _Gated(brainstate.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = brainstate.ParamState(jax.random.normal(jax.random.PRNGKey(7), (N_IN, N_OUT)))
+
+    def init_state(self, batch_size=None, **kwargs):
+        self.h = brainstate.HiddenState(jnp.zeros((batch_size, N_OUT)))
+
+    def update(self, x):
+        self.h.value = 0.8 * self.h.value + jnp.tanh(_gated(x, self.w.value, jax.nn.sigmoid(x[:, :1])))
+        return self.h.value
+
+
+def test_user_rule_without_es_foldable_keeps_per_step_contractions(x64):
+    one = _run(_Gated, dt.ES_D_RTRL, 1)
+    chunked = _run(_Gated, dt.ES_D_RTRL, 1, chunk_size=7)
+    assert np.abs(flat(one)).max() > 1e-3
     np.testing.assert_allclose(flat(chunked), flat(one), rtol=0, atol=1e-10)
