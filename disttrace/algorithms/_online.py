@@ -240,20 +240,22 @@ class OnlineLearner(Learner):
         aux = jax.tree.unflatten(self.graph.aux_tree, f.aux)
         return OnlineState(hidden, aux, traces, x_traces, state.t + 1)
 
-    def _param_operands(self, theta, state: OnlineState) -> dict:
-        """Every op's operands where only the parameter-only ones are meaningful."""
+    def _zero_inputs(self, state: OnlineState) -> tuple[list, list, list]:
+        """(hidden, aux leaves, zero args): inputs of a step run only for its parameter-only values."""
         hidden = [state.hidden[p] for p in self.graph.hidden_paths]
         args = [jnp.zeros(s, d) for s, d in self.graph.arg_shapes]
-        return op_operands(self.graph, theta, hidden, jax.tree.leaves(state.aux), args)
+        return hidden, jax.tree.leaves(state.aux), args
+
+    def _param_operands(self, theta, state: OnlineState) -> dict:
+        """Every op's operands where only the parameter-only ones are meaningful."""
+        return op_operands(self.graph, theta, *self._zero_inputs(state))
 
     def _to_params(self, theta, state: OnlineState, tgrads: dict) -> list:
         """Maps trace-space gradients (op index -> tuple) to parameter-leaf gradients."""
         if not tgrads:
             return [jnp.zeros_like(p) for p in theta]
-        hidden = [state.hidden[p] for p in self.graph.hidden_paths]
-        aux_leaves = jax.tree.leaves(state.aux)
-        args = [jnp.zeros(s, d) for s, d in self.graph.arg_shapes]
-        weights, vjp = jax.vjp(lambda th: op_weights(self.graph, th, hidden, aux_leaves, args), theta)
+        inputs = self._zero_inputs(state)
+        weights, vjp = jax.vjp(lambda th: op_weights(self.graph, th, *inputs), theta)
         cot = {j: tuple(jnp.zeros_like(w) for w in ws) for j, ws in weights.items()}
         for j, tg in tgrads.items():
             op = self.graph.ops[j]
