@@ -1,8 +1,9 @@
 """Braintrace side of ``online_vs_bptt.py``: one (algo, T) configuration per process.
 
-Run with an interpreter that has braintrace 0.2.8 (+ brainstate 0.6) installed, e.g.::
+Run with an interpreter that has braintrace 0.2.8 (+ brainstate 0.6) installed, such as the
+one ``bash benchmarks/setup_braintrace.sh`` makes (``online_vs_bptt.py`` finds it by itself)::
 
-    /tmp/bt312/bin/python benchmarks/_braintrace_worker.py --algo d_rtrl --T 100 ...
+    benchmarks/.venv-braintrace/bin/python benchmarks/_braintrace_worker.py --algo d_rtrl --T 100 ...
 
 Builds a 3-layer recurrent LIF network of the same sizes as ``disttrace.nn.SpikingNet``
 (own LIF dynamics: soft reset, state = membrane before reset, fast-sigmoid surrogate,

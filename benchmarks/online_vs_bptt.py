@@ -17,11 +17,18 @@ not polluted by earlier configurations. Per configuration we report:
 Usage::
 
     python benchmarks/online_vs_bptt.py --n-rec 64 --batch 16 --T 50 100 200
-    python benchmarks/online_vs_bptt.py --braintrace-python /tmp/bt312/bin/python
+    bash benchmarks/setup_braintrace.sh          # once: the braintrace 0.2.8 venv
+    python benchmarks/online_vs_bptt.py --braintrace-python benchmarks/.venv-braintrace/bin/python
 
-With ``--braintrace-python`` the same sizes are also run in braintrace 0.2.8
-(``benchmarks/_braintrace_worker.py``, same interpreter given) for d_rtrl, es_d_rtrl
-and bptt; failures are recorded as error strings in the JSON.
+The same sizes are also run in braintrace 0.2.8 (``benchmarks/_braintrace_worker.py``,
+executed by the interpreter ``--braintrace-python``) for bptt, d_rtrl and es_d_rtrl.
+Its default, ``auto``, is the venv ``benchmarks/setup_braintrace.sh`` makes
+(``benchmarks/.venv-braintrace``) when it exists, else no braintrace rows; ``none``
+turns them off. Failures are recorded as error strings in the JSON.
+
+The JSON is rewritten after every configuration (atomically: a temporary file, then a
+rename), so a crash, a timeout or a failing braintrace side never loses finished rows;
+``"complete": false`` marks a run that has not finished.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
 import subprocess
 import sys
@@ -37,6 +45,52 @@ import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ALGOS = ("bptt", "d_rtrl", "d_rtrl_chunk", "es_d_rtrl", "es_d_rtrl_chunk")
+BT_ALGOS = ("bptt", "d_rtrl", "es_d_rtrl")  # braintrace has no chunked forms (its chunk_size is another feature)
+BT_VENV_PYTHON = os.path.join(HERE, ".venv-braintrace", "bin", "python")  # made by setup_braintrace.sh
+
+
+def braintrace_python(value: str) -> str | None:
+    """Resolves ``--braintrace-python``: ``auto`` -> the setup script's venv if present, ``none`` -> None.
+
+    Raises:
+      ValueError: if an explicit path is not an executable file.
+    """
+    if value == "none":
+        return None
+    if value == "auto":
+        return BT_VENV_PYTHON if os.access(BT_VENV_PYTHON, os.X_OK) else None
+    if not (os.path.isfile(value) and os.access(value, os.X_OK)):
+        raise ValueError(f"--braintrace-python must be 'auto', 'none' or an executable interpreter; got {value!r} "
+                         f"(make one with: bash benchmarks/setup_braintrace.sh)")
+    return value
+
+
+_WORKER_ENV: dict | None = None  # the environment workers get: as it was before driver_jax()
+
+
+def driver_jax():
+    """Imports jax for the driver without preallocating accelerator memory.
+
+    jax preallocates 75 % of a GPU's memory in every process that touches it; the driver
+    only reads the device's name, and the workers it starts one after another need that
+    memory. The workers get the environment as it was before this call.
+    """
+    global _WORKER_ENV
+    if _WORKER_ENV is None:
+        _WORKER_ENV = dict(os.environ)
+        os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    import jax
+
+    return jax
+
+
+def write_json(path: str, payload: dict) -> None:
+    """Writes ``payload`` to ``path`` atomically (``path.tmp`` then a rename), so a reader never sees half a file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2)
+    os.replace(tmp, path)
 
 
 def _rss_mib():
@@ -55,8 +109,17 @@ def _parser():
     p.add_argument("--chunk", type=int, default=50)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/online_vs_bptt_<device>.json)")
-    p.add_argument("--braintrace-python", default=None, help="python with braintrace 0.2.8 installed")
+    p.add_argument("--braintrace-python", default="auto",
+                   help="python with braintrace 0.2.8 installed; 'auto' (default): benchmarks/.venv-braintrace if "
+                        "present (bash benchmarks/setup_braintrace.sh makes it), 'none': no braintrace rows")
+    p.add_argument("--braintrace-algos", nargs="+", default=None, choices=BT_ALGOS,
+                   help="braintrace algorithms (default: those of --algos it has)")
     p.add_argument("--timeout", type=int, default=600, help="seconds per worker subprocess")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="start no configuration after this many seconds; the rest are recorded as skipped")
+    p.add_argument("--in-process", action="store_true",
+                   help="run the disttrace configurations in this process (smoke tests: saves one interpreter "
+                        "start per row, but 'peak MiB' is then not isolated per row)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--algo", default=None, help=argparse.SUPPRESS)
     return p
@@ -66,13 +129,17 @@ def _parser():
 # worker: one configuration, prints "RESULT <json>"
 # ---------------------------------------------------------------------------------------------
 def _worker(a):
+    print("RESULT " + json.dumps(_measure_row(a)), flush=True)
+
+
+def _measure_row(a):
     row = {"lib": "disttrace", "algo": a.algo, "T": a.T[0]}
     try:
         row.update(_measure(a))
     except Exception as e:  # noqa: BLE001 - reported in the JSON
         row["error"] = f"{type(e).__name__}: {e}"
         row["traceback"] = traceback.format_exc()[-4000:]
-    print("RESULT " + json.dumps(row), flush=True)
+    return row
 
 
 def _measure(a):
@@ -138,9 +205,11 @@ def _xla_memory(learner, xs, ys, step_fn, chunk_size):
 def _spawn(cmd, timeout, lib, algo, T):
     t0 = time.perf_counter()
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_WORKER_ENV)
     except subprocess.TimeoutExpired:
         return {"lib": lib, "algo": algo, "T": T, "error": f"timeout after {timeout}s"}
+    except OSError as e:  # e.g. the interpreter is gone: recorded, the other rows still run
+        return {"lib": lib, "algo": algo, "T": T, "error": f"could not start {cmd[0]}: {e}"}
     for line in r.stdout.splitlines():
         if line.startswith("RESULT "):
             row = json.loads(line[len("RESULT "):])
@@ -175,51 +244,94 @@ def _table(rows):
     return "\n".join(lines)
 
 
+def revision(where: str = HERE):
+    """The git commit of the checkout holding ``where`` (and whether it has local changes), or None outside one."""
+    try:
+        rev = subprocess.run(["git", "-C", where, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", where, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=30)
+        return {"commit": rev.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _progress(row):
+    lib, algo, T = row["lib"], row["algo"], row["T"]
+    if "error" in row:
+        return f"  {lib:<10} {algo:<15} T={T:<5} ERROR {row['error']}"
+    return (f"  {lib:<10} {algo:<15} T={T:<5} {row['per_seq_s']:.4f} s/seq, compile {row['compile_s']:.2f} s, "
+            f"peak {row['peak_mib']:.1f} MiB")
+
+
 def main(argv=None):
-    a = _parser().parse_args(argv)
+    p = _parser()
+    a = p.parse_args(argv)
     if a.worker:
         return _worker(a)
-
-    import jax
+    try:
+        bt_python = braintrace_python(a.braintrace_python)
+    except ValueError as e:
+        p.error(str(e))
+    jax = driver_jax()
 
     dev = jax.devices()[0]
     device = {"platform": dev.platform, "device_kind": dev.device_kind, "n_devices": jax.device_count(),
-              "cpu_count": os.cpu_count()}
+              "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor(),
+              "python": platform.python_version()}
+    out = a.out or os.path.join(HERE, "results", f"online_vs_bptt_{dev.platform}.json")
+    flags = {k: v for k, v in vars(a).items() if k not in ("worker", "algo")}
+    # a path inside the checkout is recorded relative to it, so that the JSON names no machine path
+    root = os.path.dirname(HERE)
+    inside = bt_python and os.path.abspath(bt_python).startswith(root + os.sep)
+    flags["braintrace_python"] = os.path.relpath(os.path.abspath(bt_python), root) if inside else bt_python
+    order = {k: i for i, k in enumerate(ALGOS)}
     rows = []
+    header = {"device": device, "jax_version": jax.__version__, "flags": flags,
+              "command": ["benchmarks/online_vs_bptt.py", *(sys.argv[1:] if argv is None else argv)], "revision": revision(),
+              "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+
+    def save(complete):
+        rows.sort(key=lambda r: (r["lib"] != "disttrace", r["T"], order.get(r["algo"], 99)))
+        write_json(out, {**header, "complete": complete, "rows": rows, "table": _table(rows)})
+
+    jobs = []
     me = [sys.executable, os.path.abspath(__file__), "--worker"] + _size_args(a) + ["--chunk", str(a.chunk)]
     for T in a.T:
         for algo in a.algos:
-            row = _spawn(me + ["--algo", algo, "--T", str(T)], a.timeout, "disttrace", algo, T)
-            rows.append(row)
-            print(f"  disttrace {algo:<15} T={T:<5} " + (f"ERROR {row['error']}" if "error" in row else
-                  f"{row['per_seq_s']:.4f} s/seq, compile {row['compile_s']:.2f} s, peak {row['peak_mib']:.1f} MiB"),
-                  flush=True)
-    if a.braintrace_python:
-        bt = [a.braintrace_python, os.path.join(HERE, "_braintrace_worker.py")] + _size_args(a)
-        bt_algos = [x for x in a.algos if x in ("bptt", "d_rtrl", "es_d_rtrl")]
+            cmd = None if a.in_process else me + ["--algo", algo, "--T", str(T)]
+            jobs.append((cmd, "disttrace", algo, T))
+    if bt_python:
+        bt = [bt_python, os.path.join(HERE, "_braintrace_worker.py")] + _size_args(a)
+        bt_algos = a.braintrace_algos if a.braintrace_algos is not None else [x for x in a.algos if x in BT_ALGOS]
         for T in a.T:
             for algo in bt_algos:
-                row = _spawn(bt + ["--algo", algo, "--T", str(T)], a.timeout, "braintrace", algo, T)
-                rows.append(row)
-                print(f"  braintrace {algo:<14} T={T:<5} " + (f"ERROR {row['error']}" if "error" in row else
-                      f"{row['per_seq_s']:.4f} s/seq, compile {row['compile_s']:.2f} s, peak {row['peak_mib']:.1f} MiB"),
-                      flush=True)
+                jobs.append((bt + ["--algo", algo, "--T", str(T)], "braintrace", algo, T))
+    else:
+        print("  (no braintrace rows: --braintrace-python none, or no benchmarks/.venv-braintrace; "
+              "bash benchmarks/setup_braintrace.sh makes it)", flush=True)
+    save(complete=False)
+    t_start = time.perf_counter()
+    for cmd, lib, algo, T in jobs:
+        if a.budget_s is not None and time.perf_counter() - t_start > a.budget_s:
+            row = {"lib": lib, "algo": algo, "T": T, "error": f"skipped: --budget-s {a.budget_s:g} s spent"}
+        elif cmd is None:  # --in-process
+            t0 = time.perf_counter()
+            row = _measure_row(argparse.Namespace(**{**vars(a), "algo": algo, "T": [T]}))
+            row.update(wall_s=time.perf_counter() - t0, in_process=True)
+        else:
+            row = _spawn(cmd, a.timeout, lib, algo, T)
+        rows.append(row)
+        save(complete=False)  # every finished row is on disk before the next one starts
+        print(_progress(row), flush=True)
+    save(complete=True)
 
-    order = {k: i for i, k in enumerate(ALGOS)}
-    rows.sort(key=lambda r: (r["lib"] != "disttrace", r["T"], order.get(r["algo"], 99)))
-    table = _table(rows)
     print()
     print(f"device: {device['platform']} / {device['device_kind']} ({device['cpu_count']} cpus), jax {jax.__version__}")
     print(f"sizes: n_in={a.n_in} n_rec={a.n_rec} n_out={a.n_out} layers={a.n_layers} batch={a.batch} "
           f"chunk={a.chunk} repeats={a.repeats}")
-    print(table)
-
-    out = a.out or os.path.join(HERE, "results", f"online_vs_bptt_{dev.platform}.json")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    flags = {k: v for k, v in vars(a).items() if k not in ("worker", "algo")}
-    with open(out, "w") as f:
-        json.dump({"device": device, "jax_version": jax.__version__, "flags": flags, "rows": rows, "table": table},
-                  f, indent=2)
+    print(_table(rows))
     print(f"\nwrote {out}")
     return 0
 

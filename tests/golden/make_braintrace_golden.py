@@ -3,9 +3,8 @@
 Provenance: braintrace 0.2.8, brainstate 0.6.0, jax 0.12.0.1, float64, CPU,
 generated 2026-11-23. braintrace needs Python >= 3.12, so it runs in its own venv:
 
-    PYENV_VERSION=3.12.1 python3.12 -m venv /tmp/bt312
-    /tmp/bt312/bin/pip install braintrace==0.2.8
-    /tmp/bt312/bin/python tests/golden/make_braintrace_golden.py
+    bash benchmarks/setup_braintrace.sh          # makes benchmarks/.venv-braintrace
+    benchmarks/.venv-braintrace/bin/python tests/golden/make_braintrace_golden.py
 
 This script only calls braintrace's public API (compile, etrace_grad, nn.Linear);
 disttrace's test (tests/golden/test_braintrace_golden.py) rebuilds the same models
