@@ -8,7 +8,7 @@ than message text.
 
 from __future__ import annotations
 
-__all__ = ["CompilationError", "DisttraceError"]
+__all__ = ["CheckpointError", "CompilationError", "DisttraceError"]
 
 
 class DisttraceError(Exception):
@@ -48,3 +48,29 @@ class CompilationError(DisttraceError):
         self.path = path
         self.primitive = primitive
         self.equation = equation
+
+
+class CheckpointError(DisttraceError):
+    """A checkpoint step (or a checkpoint directory) cannot be used.
+
+    Raised by :class:`disttrace.checkpoint.Checkpointer` when a step asked for explicitly
+    is incomplete (no commit marker: its save never finished) or corrupt (a file is
+    missing, truncated or changed since the save, so its checksum no longer matches), and
+    when a directory cannot be opened for writing (another live writer holds its lock).
+
+    Attributes:
+      step: the step concerned, or ``None`` when the problem is the directory itself.
+      path: the step directory, or the file (e.g. the writer lock) the problem concerns.
+      reason: what is wrong, in words (e.g. ``"state/_METADATA: missing"``).
+    """
+
+    def __init__(self, step: int | None, path: str, reason: str):
+        what = f"checkpoint step {step} at {path}" if step is not None else f"checkpoint directory {path}"
+        super().__init__(f"{what} cannot be used: {reason}")
+        self.step = step
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self):
+        # rebuilt from its fields, so it survives pickling (e.g. across Ray actors)
+        return type(self), (self.step, self.path, self.reason)
