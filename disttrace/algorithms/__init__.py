@@ -1,31 +1,54 @@
-"""Online-learning algorithms over explicit pytree state, and ``compile``."""
+"""Online-learning algorithms over explicit pytree state, and ``compile``.
 
+One module per learning rule (``_d_rtrl``, ``_es_d_rtrl``; ``_bptt`` the oracle), each
+a :class:`LearningRule` bound to one trace op plus the spec that assigns it; the
+:class:`OnlineLearner` (``_online``) runs any assignment, ``Hybrid`` is one.
+"""
+
+from disttrace.algorithms._bptt import BPTT as BPTT
 from disttrace.algorithms._bptt import BPTTLearner as BPTTLearner
 from disttrace.algorithms._bptt import BPTTState as BPTTState
 from disttrace.algorithms._compile import compile as compile  # noqa: A004
+from disttrace.algorithms._d_rtrl import D_RTRL as D_RTRL
+from disttrace.algorithms._d_rtrl import DRTRLRule as DRTRLRule
+from disttrace.algorithms._d_rtrl import DRTRLTrace as DRTRLTrace
+from disttrace.algorithms._es_d_rtrl import ES_D_RTRL as ES_D_RTRL
+from disttrace.algorithms._es_d_rtrl import ESRule as ESRule
+from disttrace.algorithms._es_d_rtrl import ESTrace as ESTrace
+from disttrace.algorithms._es_d_rtrl import pp_prop as pp_prop
+from disttrace.algorithms._hybrid import Hybrid as Hybrid
+from disttrace.algorithms._hybrid import param_trace_bytes as param_trace_bytes
 from disttrace.algorithms._learner import Learner as Learner
 from disttrace.algorithms._online import OnlineLearner as OnlineLearner
 from disttrace.algorithms._online import OnlineState as OnlineState
-from disttrace.algorithms._specs import BPTT as BPTT
-from disttrace.algorithms._specs import D_RTRL as D_RTRL
-from disttrace.algorithms._specs import ES_D_RTRL as ES_D_RTRL
-from disttrace.algorithms._specs import Hybrid as Hybrid
-from disttrace.algorithms._specs import assign_modes as assign_modes
-from disttrace.algorithms._specs import param_trace_bytes as param_trace_bytes
-from disttrace.algorithms._specs import pp_prop as pp_prop
+from disttrace.algorithms._registry import assign_modes as assign_modes
+from disttrace.algorithms._registry import register as register
+from disttrace.algorithms._registry import registered as registered
+from disttrace.algorithms._rule import Algorithm as Algorithm
+from disttrace.algorithms._rule import LearningRule as LearningRule
+from disttrace.algorithms._rule import OpFactors as OpFactors
 
 __all__ = [
     "BPTT",
+    "Algorithm",
     "BPTTLearner",
     "BPTTState",
     "D_RTRL",
+    "DRTRLRule",
+    "DRTRLTrace",
     "ES_D_RTRL",
+    "ESRule",
+    "ESTrace",
     "Hybrid",
     "Learner",
+    "LearningRule",
     "OnlineLearner",
     "OnlineState",
+    "OpFactors",
     "assign_modes",
     "compile",
     "param_trace_bytes",
     "pp_prop",
+    "register",
+    "registered",
 ]

@@ -6,6 +6,7 @@ Memory grows linearly with T; that is the cost the online algorithms remove.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -14,7 +15,12 @@ import jax.numpy as jnp
 from disttrace.algorithms._learner import Learner
 from disttrace.compiler import run_step
 
-__all__ = ["BPTTLearner", "BPTTState"]
+__all__ = ["BPTT", "BPTTLearner", "BPTTState"]
+
+
+@dataclasses.dataclass(frozen=True)
+class BPTT:
+    """Backpropagation through time: the exact oracle (memory grows with T)."""
 
 
 class BPTTState(NamedTuple):
@@ -24,12 +30,16 @@ class BPTTState(NamedTuple):
     aux: dict
     t: jax.Array
 
+    # see ``OnlineState.sharding_roles``
+    sharding_roles = {"hidden": "hidden", "aux": "aux", "t": "count"}
+
 
 class BPTTLearner(Learner):
     """Exact gradients by backpropagation through time (the reference)."""
 
     def init(self) -> BPTTState:
-        _, hidden, aux = self.binding.values()
+        """A fresh state: the model's current hidden/aux values."""
+        _, hidden, aux = self.sync().values()
         return BPTTState(hidden, aux, jnp.zeros((), jnp.int32))
 
     def _current_state(self) -> BPTTState:
@@ -62,9 +72,10 @@ class BPTTLearner(Learner):
         )
         return jnp.asarray(loss), new, jax.tree.unflatten(self.graph.out_tree, box["out"])
 
-    def _etrace_fn(self, seqs, step_fn, chunk_size):
-        t_len = self._check_etrace_args(seqs, step_fn, chunk_size)
+    def _effective_chunk(self, chunk_size):
+        return None  # accepted and ignored: BPTT unrolls the whole sequence
 
+    def _sequence_fn(self, step_fn, chunk_size, t_len):
         def loss_of(call, *seq_t):
             return self._with_call(call, step_fn, *seq_t)
 
@@ -80,7 +91,7 @@ class BPTTLearner(Learner):
             grads, (state, losses) = jax.grad(total, has_aux=True)(theta, state, seqs)
             return state, grads, losses
 
-        return self._jit(("etrace", step_fn, t_len), lambda: jax.jit(run))
+        return run
 
     def step(self, state: BPTTState, params: dict, x, y):
         """One step with a one-step horizon: the gradient holds the previous hidden state fixed.

@@ -5,17 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import brainstate
+import jax
 
-from disttrace.algorithms._bptt import BPTTLearner
+from disttrace.algorithms._bptt import BPTT, BPTTLearner
 from disttrace.algorithms._learner import Learner
 from disttrace.algorithms._online import OnlineLearner
-from disttrace.algorithms._specs import BPTT, D_RTRL, ES_D_RTRL, Hybrid
+from disttrace.algorithms._registry import resolve
+from disttrace.checks import positive_int
 from disttrace.compiler import ModuleBinding, compile_etrace_graph
 
 __all__ = ["compile"]
-
-_SPECS = (D_RTRL, ES_D_RTRL, Hybrid, BPTT)
-_BY_NAME = {"d_rtrl": D_RTRL, "es_d_rtrl": ES_D_RTRL, "pp_prop": ES_D_RTRL, "hybrid": Hybrid, "bptt": BPTT}
 
 
 def compile(  # noqa: A001 - the name braintrace users know
@@ -33,7 +32,8 @@ def compile(  # noqa: A001 - the name braintrace users know
       model: a ``brainstate.nn.Module`` that creates its ``HiddenState``s in
         ``init_state(batch_size)``.
       algorithm: ``disttrace.D_RTRL``, ``ES_D_RTRL`` (alias ``pp_prop``), ``Hybrid``,
-        ``BPTT`` — the class, an instance, or its name as a string.
+        ``BPTT`` — the class, an instance, or its name as a string — or any spec
+        with ``rules(graph)`` (see ``disttrace.algorithms.LearningRule``).
       *example_args: one step's inputs, batch-leading (B, ...).
       batch_size: B, the leading axis of every hidden state and input.
       loss_fn: ``loss_fn(out, target) -> scalar`` for :meth:`learner.step`.
@@ -55,29 +55,18 @@ def compile(  # noqa: A001 - the name braintrace users know
       >>> learner.graph.groups[0].k
       1
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"compile: argument 'batch_size' must be a positive int; got {batch_size!r}")
-    if isinstance(algorithm, str):
-        key = algorithm.lower().replace("-", "_")
-        if key not in _BY_NAME:
-            raise ValueError(f"compile: unknown algorithm {algorithm!r}; allowed: {sorted(_BY_NAME)}")
-        algorithm = _BY_NAME[key]
-    if isinstance(algorithm, type) and issubclass(algorithm, _SPECS):
-        spec = algorithm(**options)
-    elif isinstance(algorithm, _SPECS):
-        if options:
-            raise ValueError(f"compile: options {sorted(options)} given with an algorithm instance; set them on it")
-        spec = algorithm
-    else:
-        raise ValueError(
-            f"compile: argument 'algorithm' must be one of D_RTRL, ES_D_RTRL, Hybrid, BPTT (class, instance or "
-            f"name); got {algorithm!r}"
-        )
+    batch_size = positive_int("compile", "batch_size", batch_size)
+    spec = resolve(algorithm, options)
     if init_states:
         brainstate.nn.init_all_states(model, batch_size=batch_size)
     binding = ModuleBinding.of(model)
     # BPTT is exact for every weight: the same-step-only warning does not apply to it.
-    graph = compile_etrace_graph(model, *example_args, binding=binding, warn=not isinstance(spec, BPTT))
+    try:
+        graph = compile_etrace_graph(model, *example_args, binding=binding, warn=not isinstance(spec, BPTT))
+    except Exception as err:
+        if type(err).__name__ != "BrainStateError":  # ours (CompilationError, checks) pass unchanged
+            raise
+        raise _step_error(err, example_args) from err
     if graph.batch_size != batch_size:
         raise ValueError(
             f"compile: argument 'batch_size' is {batch_size} but the model's hidden states have batch {graph.batch_size}"
@@ -85,3 +74,20 @@ def compile(  # noqa: A001 - the name braintrace users know
     if isinstance(spec, BPTT):
         return BPTTLearner(model, graph, binding, loss_fn)
     return OnlineLearner(model, graph, binding, spec, loss_fn)
+
+
+def _step_error(err: Exception, example_args) -> Exception:
+    """The error to show when the model could not run one step on the example inputs.
+
+    brainstate wraps an exception raised inside a module in a ``BrainStateError`` whose
+    message is the whole module's repr (dozens of lines) with the real cause only in
+    ``__cause__``: unwrap it to one line naming what was expected and what was given.
+    """
+    root = err
+    while root.__cause__ is not None and type(root).__name__ == "BrainStateError":
+        root = root.__cause__
+    given = ", ".join(
+        f"{getattr(a, 'dtype', type(a).__name__)}{list(getattr(a, 'shape', ()))}" for a in jax.tree.leaves(example_args)
+    )
+    first = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
+    return type(root)(f"compile: the model cannot run one step on the example input(s) [{given}]: {first}")

@@ -23,10 +23,17 @@ bypass paths):
 The previous-hidden form ``dL_t/dθ = δ^prev_t · E_{t-1} + ∂L_t/∂θ|direct`` is exact
 wherever the trace ``E`` is (DESIGN.md §2), including outputs taken from values
 before a reset.
+
+:func:`step_factors` runs these as named phases: the spatial VJP (:func:`_spatial`),
+the cut JVPs along every direction at once (:func:`_cut_jvps`), reading the Jacobian
+blocks and ``g`` out of them (:func:`_blocks`), the partial ``δ^new`` of multi-state
+groups (:func:`_partial_delta_new`), and the two bypass signals
+(:func:`_delta_bypass`, :func:`_y_bypass`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -95,25 +102,64 @@ def step_factors(
       ValueError: if ``loss_of`` does not call the model exactly once, or calls it
         with inputs of the wrong shape.
     """
+    fwd = _Forward(graph, aux_leaves, loss_of, seq_t, validate_args, io_ops | y_grad_ops)
+    sp = _spatial(fwd, param_leaves, hidden, y_grad_ops)
+    # Groups whose new values feed each other within the step (an LSTM's h_t from c_t):
+    # the IO-dimension contraction needs δ^new holding the other new values fixed.
+    intra = [grp for grp in graph.groups if io_ops and len(grp.members) > 1]
+    cut = _cut_jvps(graph, param_leaves, hidden, aux_leaves, sp.args, intra)
+    blocks = _blocks(graph, cut, sp, intra)
+    delta_bypass = _delta_bypass(graph, io_ops, bypass_groups, hidden, sp, blocks)
+    y_bypass = _y_bypass(fwd, io_ops, bypass_ops, param_leaves, hidden)
+    return StepFactors(
+        loss=sp.loss,
+        out=jax.tree.unflatten(graph.out_tree, sp.out),
+        hidden=list(sp.h_new),
+        aux=list(sp.a_new),
+        direct=list(sp.direct),
+        delta_prev=blocks.delta_prev,
+        delta_new=blocks.delta_new,
+        delta_bypass=delta_bypass,
+        jac=blocks.jac,
+        g=blocks.g,
+        operands=sp.records,
+        y_bypass=y_bypass,
+        y_grad=sp.y_grad,
+    )
 
-    stop_weights = io_ops | y_grad_ops
 
-    def forward(theta, h_prev, p_new, detach=False, perturb=None):
+# ---- the model step as the loss sees it -------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class _Forward:
+    """``loss_of`` around one model step: ``(loss, h_new), (aux_new, operands, args, out)``.
+
+    ``__call__(theta, h_prev, p_new, detach, perturb)``: ``p_new`` is added to each new
+    hidden value (``run_step``'s ``hidden_perturb``), ``perturb`` to op outputs.
+    """
+
+    graph: ETraceGraph
+    aux_leaves: list
+    loss_of: Callable
+    seq_t: tuple
+    validate_args: Callable
+    stop_weights: frozenset
+
+    def __call__(self, theta, h_prev, p_new, detach=False, perturb=None):
         box: dict[str, Any] = {}
 
         def call(*args):
             if box:
                 raise ValueError("step_fn must call the learner exactly once per step; it called it twice")
             arg_leaves, arg_tree = jax.tree.flatten(args)
-            validate_args(arg_leaves, arg_tree)
+            self.validate_args(arg_leaves, arg_tree)
             out, h_new, a_new, records = run_step(
-                graph, theta, h_prev, aux_leaves, arg_leaves, stop_weights=stop_weights, hidden_perturb=p_new,
-                detach_hidden=detach, perturb=perturb,
+                self.graph, theta, h_prev, self.aux_leaves, arg_leaves, stop_weights=self.stop_weights,
+                hidden_perturb=p_new, detach_hidden=detach, perturb=perturb,
             )
             box.update(hidden=h_new, aux=a_new, records=records, args=arg_leaves, out=out)
-            return jax.tree.unflatten(graph.out_tree, out)
+            return jax.tree.unflatten(self.graph.out_tree, out)
 
-        loss = loss_of(call, *seq_t)
+        loss = self.loss_of(call, *self.seq_t)
         if not box:
             raise ValueError("step_fn must call the learner exactly once per step; it never called it")
         loss = jnp.asarray(loss)
@@ -121,19 +167,49 @@ def step_factors(
             raise ValueError(f"step_fn must return a scalar loss; got shape {loss.shape}")
         return (loss, box["hidden"]), (box["aux"], box["records"], box["args"], box["out"])
 
+
+# ---- phase 1: the spatial VJP ------------------------------------------------------------
+class _Spatial(NamedTuple):
+    """One forward pass and its VJP: the learning signals and the direct term."""
+
+    loss: jax.Array  # ()
+    h_new: list  # new hidden values
+    a_new: list  # new aux leaves
+    records: dict  # op -> operands
+    args: list  # the argument leaves the model was called with
+    out: list  # model output leaves
+    vjp: Callable  # (loss cotangent, new-hidden cotangents) -> (d params, d h_prev, d p_new)
+    direct: list  # per param leaf: ∂L_t/∂θ with IO and y_grad weights held
+    d_prev: list  # per hidden: ∂L_t/∂h_{t-1}
+    d_new: list  # per hidden: ∂L_t/∂h_t (all paths)
+    y_grad: dict  # op -> ∂L_t/∂y_t
+
+
+def _spatial(fwd: _Forward, param_leaves, hidden, y_grad_ops) -> _Spatial:
+    graph = fwd.graph
     zeros = [jnp.zeros_like(h) for h in hidden]
     y_pert = {j: jnp.zeros(graph.ops[j].out.shape, graph.ops[j].out.dtype) for j in sorted(y_grad_ops)}
-    fwd = lambda th, hp, pn, py: forward(th, hp, pn, perturb=py)
-    (loss, h_new), vjp_all, (a_new, records, args, out) = jax.vjp(fwd, param_leaves, hidden, zeros, y_pert, has_aux=True)
+    f = lambda th, hp, pn, py: fwd(th, hp, pn, perturb=py)
+    (loss, h_new), vjp_all, (a_new, records, args, out) = jax.vjp(f, param_leaves, hidden, zeros, y_pert, has_aux=True)
     vjp = lambda cot: vjp_all(cot)[:3]
     direct, d_prev, d_new, y_grad = vjp_all((jnp.ones_like(loss), zeros))
-    # ---- Jacobian blocks and ∂h/∂y through one batched JVP with inputs cut
+    return _Spatial(loss, h_new, a_new, records, args, out, vjp, direct, d_prev, d_new, y_grad)
+
+
+# ---- phase 2: Jacobian blocks and ∂h/∂y through one batched JVP with op inputs cut -------
+class _CutJVPs(NamedTuple):
+    """The cut step's tangents along every direction: ``tan_out[m][d]`` is hidden ``m``'s
+    tangent (B, N...) along direction ``d``. Directions, in order: one per member of
+    each group (``h_{t-1}``), one per traced op (its output), one per member of each
+    ``intra`` group (its new value where written)."""
+
+    tan_out: list
+    traced_ops: list
+
+
+def _cut_jvps(graph: ETraceGraph, param_leaves, hidden, aux_leaves, args, intra) -> _CutJVPs:
     traced_ops = [op for op in graph.ops if op.groups]
     y_zero = {op.index: jnp.zeros(op.out.shape, op.out.dtype) for op in traced_ops}
-
-    # Groups whose new values feed each other within the step (an LSTM's h_t from c_t):
-    # the IO-dimension contraction needs δ^new holding the other new values fixed.
-    intra = [grp for grp in graph.groups if io_ops and len(grp.members) > 1]
 
     def cut_step(h_prev, p_y, p_w):
         return run_step(graph, param_leaves, h_prev, aux_leaves, args, perturb=p_y, cut=True, hidden_perturb=p_w)[1]
@@ -152,8 +228,20 @@ def step_factors(
     tan_y = stack(1) if y_zero else {}
     jvp_one = lambda th, ty, tw: jax.jvp(cut_step, (hidden, y_zero, zeros_h()), (th, ty, tw))[1]
     tan_out = jax.vmap(jvp_one)(tan_h, tan_y, tan_w)  # per hidden: (n_dirs, B, N...)
+    return _CutJVPs(tan_out, traced_ops)
 
-    jac, g, delta_prev, delta_new, delta_bypass = {}, {}, {}, {}, {}
+
+# ---- phase 3: reading the blocks out of the tangents --------------------------------------
+class _Blocks(NamedTuple):
+    jac: dict  # group -> (B, K, K', N...)
+    g: dict  # (op, group) -> (B, K, N...)
+    delta_prev: dict  # group -> (B, K, N...)
+    delta_new: dict  # group -> (B, K, N...), partial for ``intra`` groups
+
+
+def _blocks(graph: ETraceGraph, cut: _CutJVPs, sp: _Spatial, intra) -> _Blocks:
+    tan_out = cut.tan_out
+    jac, g, delta_prev, delta_new = {}, {}, {}, {}
     d = 0
     for grp in graph.groups:
         cols = []
@@ -161,59 +249,63 @@ def step_factors(
             cols.append(jnp.stack([tan_out[m][d] for m in grp.members], axis=1))  # (B, K, N...)
             d += 1
         jac[grp.index] = jnp.stack(cols, axis=2)  # (B, K, K', N...)
-        delta_prev[grp.index] = _stack_members(d_prev, grp.members)
-        delta_new[grp.index] = _stack_members(d_new, grp.members)
-    for op in traced_ops:
+        delta_prev[grp.index] = _stack_members(sp.d_prev, grp.members)
+        delta_new[grp.index] = _stack_members(sp.d_new, grp.members)
+    for op in cut.traced_ops:
         for gi in op.groups:
             g[(op.index, gi)] = jnp.stack([tan_out[m][d] for m in graph.groups[gi].members], axis=1)
         d += 1
     for grp in intra:
-        # M[k', k] = ∂h_t[k'] / ∂(h_t[k] where written) = I + (paths inside the step);
-        # δ^new holds every path, so δ^new = Mᵀ δ^partial per neuron.
         cols = []
         for _ in grp.members:
             cols.append(jnp.stack([tan_out[m][d] for m in grp.members], axis=1))
             d += 1
-        m_block = jnp.moveaxis(jnp.stack(cols, axis=2), (1, 2), (-2, -1))  # (B, N..., K', K)
-        rhs = jnp.moveaxis(delta_new[grp.index], 1, -1)[..., None]  # (B, N..., K, 1)
-        partial = jnp.linalg.solve(jnp.swapaxes(m_block, -1, -2), rhs)[..., 0]
-        delta_new[grp.index] = jnp.moveaxis(partial, -1, 1)
+        delta_new[grp.index] = _partial_delta_new(cols, delta_new[grp.index])
+    return _Blocks(jac, g, delta_prev, delta_new)
 
-    # ---- the part of δ^prev that bypasses each group's own new values (an output read
-    # before a reset, possibly through a later layer): δ^prev minus the chain through the
-    # group's new values, J_Gᵀ δ^partial_G (last-write decomposition), from the same VJP.
+
+def _partial_delta_new(cols: list, delta_new: jax.Array) -> jax.Array:
+    """``δ^partial`` of one group from its total ``δ^new`` (B, K, N...) and the columns
+    ``cols[k]`` (B, K', N...) of ``M[k', k] = ∂h_t[k'] / ∂(h_t[k] where written)``.
+
+    ``M = I + (paths inside the step)``; δ^new holds every path, so δ^new = Mᵀ δ^partial
+    per neuron.
+    """
+    m_block = jnp.moveaxis(jnp.stack(cols, axis=2), (1, 2), (-2, -1))  # (B, N..., K', K)
+    rhs = jnp.moveaxis(delta_new, 1, -1)[..., None]  # (B, N..., K, 1)
+    partial = jnp.linalg.solve(jnp.swapaxes(m_block, -1, -2), rhs)[..., 0]
+    return jnp.moveaxis(partial, -1, 1)
+
+
+# ---- phase 4: the bypass signals ----------------------------------------------------------
+def _delta_bypass(graph: ETraceGraph, io_ops, bypass_groups, hidden, sp: _Spatial, blocks: _Blocks) -> dict:
+    """The part of δ^prev that bypasses each group's own new values (an output read
+    before a reset, possibly through a later layer): δ^prev minus the chain through the
+    group's new values, J_Gᵀ δ^partial_G (last-write decomposition), from the same VJP."""
     io_groups = {g for j in io_ops for g in graph.ops[j].groups}
+    delta_bypass = {}
     for grp in graph.groups:
         if grp.index not in io_groups or grp.index not in bypass_groups:
             continue  # structurally zero, or read by no IO op: no pass is spent on it
         cot = [jnp.zeros_like(h) for h in hidden]
         for k, m in enumerate(grp.members):
-            cot[m] = delta_new[grp.index][:, k]
-        through = vjp((jnp.zeros_like(loss), cot))[1]
-        delta_bypass[grp.index] = delta_prev[grp.index] - _stack_members(through, grp.members)
+            cot[m] = blocks.delta_new[grp.index][:, k]
+        through = sp.vjp((jnp.zeros_like(sp.loss), cot))[1]
+        delta_bypass[grp.index] = blocks.delta_prev[grp.index] - _stack_members(through, grp.members)
+    return delta_bypass
 
-    # ---- same-step paths from an IO op's output that skip its groups' new values
+
+def _y_bypass(fwd: _Forward, io_ops, bypass_ops, param_leaves, hidden) -> dict:
+    """Same-step paths from an IO op's output that skip its groups' new values: ``∂L_t/∂y_t``
+    with those new values detached (one more forward and backward pass per op)."""
+    graph = fwd.graph
+    zeros = [jnp.zeros_like(h) for h in hidden]
     y_bypass = {}
-    for op in traced_ops:
-        if op.index not in io_ops or op.index not in bypass_ops:
+    for op in graph.ops:
+        if not op.groups or op.index not in io_ops or op.index not in bypass_ops:
             continue
         own = frozenset(m for gi in op.groups for m in graph.groups[gi].members)
         y0 = jnp.zeros(op.out.shape, op.out.dtype)
-        y_loss = lambda p_y, op=op, own=own: forward(param_leaves, hidden, zeros, own, {op.index: p_y})[0][0]
+        y_loss = lambda p_y, op=op, own=own: fwd(param_leaves, hidden, zeros, own, {op.index: p_y})[0][0]
         y_bypass[op.index] = jax.grad(y_loss)(y0)
-
-    return StepFactors(
-        loss=loss,
-        out=jax.tree.unflatten(graph.out_tree, out),
-        hidden=list(h_new),
-        aux=list(a_new),
-        direct=list(direct),
-        delta_prev=delta_prev,
-        delta_new=delta_new,
-        delta_bypass=delta_bypass,
-        jac=jac,
-        g=g,
-        operands=records,
-        y_bypass=y_bypass,
-        y_grad=y_grad,
-    )
+    return y_bypass

@@ -15,6 +15,7 @@ import brainstate
 import jax
 import jax.numpy as jnp
 
+from disttrace.algorithms._fn_cache import JitCache, function_key
 from disttrace.compiler import ETraceGraph, ModuleBinding, path_str, run_step
 
 __all__ = ["Learner"]
@@ -37,19 +38,26 @@ class Learner:
         self._binding = binding
         self.loss_fn = loss_fn
         self._active_call: Callable | None = None
-        self._jitted: dict = {}
+        self._jitted = JitCache()
 
     # ---- state access -----------------------------------------------------------
     @property
     def binding(self) -> ModuleBinding:
-        """The model's states, partitioned, as the model holds them now.
+        """The (params, hidden, aux) partition of the model's states, as of the last
+        :meth:`sync` (every public entry point syncs first). Reading it changes nothing."""
+        return self._binding
+
+    def sync(self) -> ModuleBinding:
+        """Follows the model's current ``State`` objects; returns the binding.
 
         ``brainstate.nn.init_all_states`` (and so :meth:`reset_state`) gives a module
         new ``State`` objects; a binding kept from compile time would then read and
         write the old ones, and every "reset" would silently start from the last
-        values. So the binding follows the model's current objects, and when the
-        hidden states were re-initialised this way the eligibility traces, which
-        belong to the old trajectory, are cleared too.
+        values. So every public entry point (:meth:`etrace_grad`, calling the learner,
+        :meth:`predict`, :meth:`params`, :attr:`param_states`, ``init``,
+        :meth:`reset_state`) calls this first; when the hidden states were
+        re-initialised this way the eligibility traces, which belong to the old
+        trajectory, are cleared too.
 
         Raises:
           ValueError: if the model's state paths changed since compilation (a state
@@ -78,11 +86,11 @@ class Learner:
     @property
     def param_states(self) -> dict:
         """The model's ``ParamState``s by path tuple."""
-        return dict(self.binding.params)
+        return dict(self.sync().params)
 
     def params(self) -> dict:
         """Current parameter values by path (a pytree for the functional API)."""
-        return self.binding.values()[0]
+        return self.sync().values()[0]
 
     def _param_leaves(self, params: dict | None = None) -> list:
         params = self.params() if params is None else params
@@ -104,11 +112,20 @@ class Learner:
                 f"argument 'x' must have the structure the model was compiled with ({self.graph.arg_tree}); "
                 f"got {tree}"
             )
-        for i, (leaf, (shape, _dtype)) in enumerate(zip(leaves, self.graph.arg_shapes)):
+        for i, (leaf, (shape, dtype)) in enumerate(zip(leaves, self.graph.arg_shapes)):
+            where = "" if len(leaves) == 1 else f" (leaf {i})"
             if tuple(jnp.shape(leaf)) != shape:
                 raise ValueError(
-                    f"argument 'x' (leaf {i}) must have shape {shape} (batch {self.graph.batch_size}, as compiled); "
+                    f"argument 'x'{where} must have shape {shape} (batch {self.graph.batch_size}, as compiled); "
                     f"got {tuple(jnp.shape(leaf))}"
+                )
+            # A different dtype would either fail deep inside a trace op or silently compute
+            # in another precision than the traces: name it here, at the boundary.
+            got = jnp.result_type(leaf)
+            if got != dtype:
+                raise TypeError(
+                    f"argument 'x'{where} must have dtype {jnp.dtype(dtype).name} (as compiled); got {jnp.dtype(got).name}. "
+                    f"Cast it (x.astype({jnp.dtype(dtype).name})) or compile with an example of the dtype you feed"
                 )
 
     @staticmethod
@@ -151,6 +168,7 @@ class Learner:
         Raises:
           ValueError: on bad sequences, ``chunk_size`` or ``step_fn`` behaviour.
         """
+        self.sync()
         fn = self._etrace_fn(seqs, step_fn, chunk_size)
         state, grads, losses = fn(self._param_leaves(), self._current_state(), seqs)
         self._store_state(state)
@@ -166,6 +184,23 @@ class Learner:
         return t_len
 
     def _etrace_fn(self, seqs: tuple, step_fn: Callable, chunk_size: int | None) -> Callable:
+        """The jitted sequence function for ``step_fn``, shared by every function that is
+        the same computation (``_fn_cache.function_key``): a fresh ``lambda`` per call
+        compiles once."""
+        t_len = self._check_etrace_args(seqs, step_fn, chunk_size)
+        chunk_size = self._effective_chunk(chunk_size)
+        key = ("etrace_grad", function_key(step_fn), chunk_size, t_len)
+        return self._jitted.get(
+            key,
+            lambda: jax.jit(self._sequence_fn(step_fn, chunk_size, t_len)),
+            lambda: "etrace_grad's step_fn",
+        )
+
+    def _effective_chunk(self, chunk_size: int | None) -> int | None:
+        return chunk_size
+
+    def _sequence_fn(self, step_fn: Callable, chunk_size: int | None, t_len: int) -> Callable:
+        """``run(theta, state, seqs) -> (state, grads (mean over time), losses (T,))``."""
         raise NotImplementedError
 
     def etrace_grad_memory(self, *seqs, step_fn: Callable, chunk_size: int | None = None) -> dict:
@@ -179,6 +214,7 @@ class Learner:
         Raises:
           ValueError: as :meth:`etrace_grad` for bad arguments.
         """
+        self.sync()
         fn = self._etrace_fn(seqs, step_fn, chunk_size)
         ma = fn.lower(self._param_leaves(), self._current_state(), seqs).compile().memory_analysis()
         return {
@@ -195,6 +231,7 @@ class Learner:
         """One model step. Inside ``etrace_grad``'s ``step_fn`` this is the traced step."""
         if self._active_call is not None:
             return self._active_call(*args)
+        self.sync()
         return self._eager_step(*args)
 
     def _eager_step(self, *args):
@@ -218,7 +255,7 @@ class Learner:
             return jax.lax.scan(body, (hidden, aux), xs)[1]
 
         fn = self._jit(("predict",), lambda: jax.jit(run))
-        _, hidden, aux = self.binding.values()
+        _, hidden, aux = self.sync().values()
         return fn(self._param_leaves(), [hidden[p] for p in self.graph.hidden_paths], jax.tree.leaves(aux), xs)
 
     def _with_call(self, call: Callable, fn: Callable, *fn_args):
@@ -237,13 +274,11 @@ class Learner:
                 f"reset_state: argument 'batch_size' must equal the compiled batch {self.graph.batch_size}; got {batch}"
             )
         brainstate.nn.init_all_states(self.model, batch_size=batch, **kwargs)
+        self.sync()
         self._reset_traces()
 
     def _reset_traces(self) -> None:
         pass
 
     def _jit(self, key: Any, make: Callable) -> Callable:
-        fn = self._jitted.get(key)
-        if fn is None:
-            fn = self._jitted[key] = make()
-        return fn
+        return self._jitted.get(key, make)

@@ -1,62 +1,34 @@
-"""Online learners: D-RTRL, ES-D-RTRL (pp-prop) and their per-weight hybrid.
+"""The online learner: one façade over any assignment of learning rules to trace ops.
 
-Each trace op has a mode (see ``_specs``). Per step, with the factors of
-``_factors.step_factors``:
+Per step it computes the step's factors once (``_factors.step_factors``: learning
+signals, Jacobian blocks, ``∂h/∂y``, operands, the exact same-step *direct* term),
+hands each (op, rule) pair its :class:`~disttrace.algorithms._rule.OpFactors`, and
+sums the rules' trace-space gradients over time. They are mapped to the parameters
+once per call, through the VJP of the parameter-only computation of each op's weights
+(``TraceOpRule.to_weights``); for ``"param"`` rules the direct term is added.
 
-*Parameter dimension* (D-RTRL, previous-hidden form, exact where ``J_t`` is diagonal):
+With ``chunk_size`` the rules that have a chunked form (``LearningRule.chunked``) keep
+per-step factors inside a chunk and contract them once per chunk (``chunk_end``).
 
-.. math::
-    g_t(W) = δ^{prev}_t · E_{t-1} + ∂L_t/∂W|_{direct}, \\qquad
-    E_t = D_t ∘ E_{t-1} + (∂h_t/∂y_t) ⊗ x_t
-
-*IO dimension* (ES-D-RTRL / pp-prop; normalisation and bias correction as in
-braintrace 0.2.8's ``pp_prop``, Nat. Commun. 2026):
-
-.. math::
-    ε^x_t = α_x ε^x_{t-1} + x_t, \\qquad ε^f_t = α_f (D_t ε^f_{t-1}) + (1-α_f)\\, ∂h_t/∂y_t,
-
-    g_t(W) = \\sum_b ε^x_t[b] ⊗ \\Big(\\sum_k δ^{new}_t[b,k] ε^f_t[b,k]\\Big) / c_t,
-    \\qquad c_t = 1 - α_f^{n_t+1}
-
-where ``n_t`` counts *time steps* seen (braintrace counts calls, so its chunked runs
-are biased: F-30); like braintrace, ``c_t = 1`` once ``n_t >= 1000``, and like braintrace
-the input trace has no ``(1-α_x)`` factor (DESIGN.md §2 writes one; the bias correction
-of ``ε^f`` absorbs the scale). ``δ^{new}`` holds a group's other new values fixed
-(``_factors``). Where the compiler finds bypass paths (``compiler.bypass_groups`` /
-``bypass_ops``), two exact terms are added:
-
-.. math::
-    \\sum_b ε^x_{t-1}[b] ⊗ \\Big(\\sum_k δ^{bypass}_t[b,k] ε^f_{t-1}[b,k]\\Big) / c_{t-1}
-    \\;+\\; \\sum_b x_t[b] ⊗ ∂L_t/∂y_t[b]\\big|_{\\text{skipping the op's groups}}
-
-Trace-space gradients are summed over time and mapped to the parameters once per
-call, through the VJP of the parameter-only computation of each op's weights.
-
-With ``chunk_size`` the per-step contractions move out of the step loop: each
-ES-D-RTRL term above is the product of two per-step factors (``ε^x_t`` or ``x_t``, and
-a signal), so a chunk stores them and contracts them in one matrix product with time
-folded into the batch; D-RTRL matmul-family traces use the chunked form of ``_chunked``.
+The rules themselves live in one module each (``_d_rtrl``, ``_es_d_rtrl``; BPTT, the
+oracle, is its own learner in ``_bptt``); ``Hybrid`` is only an assignment of them.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from disttrace.algorithms._chunked import chunk_update
 from disttrace.algorithms._factors import StepFactors, step_factors
 from disttrace.algorithms._learner import Learner
-from disttrace.algorithms._specs import ES_D_RTRL, Hybrid, assign_modes
+from disttrace.algorithms._rule import LearningRule, OpFactors, tree_add
 from disttrace.compiler import bypass_groups, bypass_ops, op_function, op_operands, op_weights
-from disttrace.ops import apply_block
 
 __all__ = ["OnlineLearner", "OnlineState"]
 
-# braintrace's pp_prop stops correcting the bias after this many steps.
-_BIAS_CORRECTION_STEPS = 1000
+_T_MAX = 2**31 - 1  # the step counter saturates here instead of wrapping negative
 
 
 class OnlineState(NamedTuple):
@@ -65,90 +37,139 @@ class OnlineState(NamedTuple):
     Attributes:
       hidden: path -> hidden value (B, ...).
       aux: path -> value of the model's other (non-learned, untraced) states.
-      traces: ``"op{j}/g{g}"`` -> tuple of arrays: the D-RTRL trace of op j for
-        group g (rule layout, e.g. (B, K, I, O)), or its ES-D-RTRL output trace
-        ``ε^f`` (B, K, N...).
-      x_traces: ``"op{j}"`` -> ES-D-RTRL input trace ``ε^x`` (B, I...).
-      t: () int32, time steps seen (for the bias correction).
+      traces: op name (:attr:`TraceOpNode.key`, e.g. ``"layers.0.weight"``) -> that
+        op's learning-rule state, a NamedTuple whose fields document their shapes
+        (``DRTRLTrace(e={"layers.0.weight->layers.0.V": ((B, K, I, O),)})``,
+        ``ESTrace(x=(B, I), f={TraceKey: (B, K, N...)})``). Keys are stable names, not
+        positions: adding an unrelated layer leaves them unchanged.
+      t: () int32, time steps seen (for ES-D-RTRL's bias correction); saturates at
+        ``2**31 - 1`` (the correction is exactly 1 long before), so it never wraps.
     """
 
     hidden: dict
     aux: dict
     traces: dict
-    x_traces: dict
     t: jax.Array
 
-
-def _key(j: int, g: int | None = None) -> str:
-    return f"op{j}" if g is None else f"op{j}/g{g}"
-
-
-def _tree_add(a, b):
-    return tuple(x + y for x, y in zip(a, b))
+    # How each field lays out on a device mesh (read by ``disttrace.distributed``'s
+    # partition rules, which never match field names themselves): ``hidden``/``trace``
+    # are batch-leading with neurons last, ``aux``/``count`` replicated. The rule states
+    # under ``traces`` declare their own fields' roles the same way.
+    sharding_roles = {"hidden": "hidden", "aux": "aux", "traces": "trace", "t": "count"}
 
 
-def _block_vec(d, v):
-    return apply_block(d, v)
+def _path_name(path) -> str:
+    """A key path as ``"f/layers.0.w->layers.0.V/0"`` whether the nodes are NamedTuple
+    fields, dict keys or sequence indices (a checkpoint restored without a target
+    gives dicts where the state had NamedTuples)."""
+    parts = []
+    for k in path:
+        parts.append(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))))
+    return "/".join(parts)
+
+
+def _named_leaves(tree):
+    return [(_path_name(p), leaf) for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def _checked_rules(spec, graph) -> tuple:
+    rules = tuple(spec.rules(graph))
+    if len(rules) != len(graph.ops):
+        raise ValueError(f"{type(spec).__name__}.rules(graph) must give one entry per trace op ({len(graph.ops)}); got {len(rules)}")
+    for op, rule in zip(graph.ops, rules):
+        if rule is None:
+            continue
+        if not op.groups:
+            raise ValueError(f"{type(spec).__name__}: op {op.key or op.index!r} reaches no hidden state; give it None")
+        if not isinstance(rule, LearningRule) or rule.dimension not in ("param", "io"):
+            raise ValueError(
+                f"{type(spec).__name__}: the rule for op {op.key!r} must implement LearningRule (name, dimension in "
+                f"'param'/'io', chunked, chunk_direct, chunk_reads_weights, init, zero_grad, update); got {rule!r}"
+            )
+    return rules
 
 
 class OnlineLearner(Learner):
-    """Eligibility-trace learner (D-RTRL, ES-D-RTRL or Hybrid) for a compiled model.
+    """Eligibility-trace learner for a compiled model and an algorithm spec.
 
     Use :func:`disttrace.compile` to make one.
+
+    Attributes:
+      spec: the algorithm (anything with ``rules(graph)``).
+      rules: one :class:`LearningRule` or ``None`` per ``graph.ops``.
+      modes: per op its rule's ``dimension`` (``"param"``, ``"io"``) or ``"none"``.
     """
 
     def __init__(self, model, graph, binding, spec, loss_fn=None):
         super().__init__(model, graph, binding, loss_fn)
         self.spec = spec
-        self.modes = assign_modes(graph, spec)
-        self.io_ops = frozenset(j for j, m in enumerate(self.modes) if m == "io")
-        # IO ops whose contraction can wait for the end of a chunk (``_io_chunk_grads``)
-        self._foldable_io = frozenset(j for j in self.io_ops if self.graph.ops[j].rule.es_foldable)
+        self.rules = _checked_rules(spec, graph)
+        self._pairs = tuple((op, r) for op, r in zip(graph.ops, self.rules) if r is not None)
+        self.modes = tuple("none" if r is None else r.dimension for r in self.rules)
+        self.io_ops = frozenset(op.index for op, r in self._pairs if r.dimension == "io")
         self._bypass_groups = bypass_groups(self.graph)
         self._bypass_ops = bypass_ops(self.graph)
-        if isinstance(spec, ES_D_RTRL | Hybrid):
-            self.x_decay, self.f_decay = spec.x_decay, spec.f_decay
-        else:
-            self.x_decay = self.f_decay = None
-        self._traces: tuple[dict, dict, jax.Array] | None = None
+        self._traces: tuple[dict, jax.Array] | None = None
 
     # ---- state ----------------------------------------------------------------------
-    def _zero_traces(self) -> tuple[dict, dict]:
-        traces, x_traces = {}, {}
-        for op, mode in zip(self.graph.ops, self.modes):
-            for g in op.groups:
-                grp = self.graph.groups[g]
-                if mode == "param":
-                    shapes = jax.eval_shape(
-                        lambda ops, grp=grp, op=op: op.rule.dr_zeros(ops, grp.shape[0], grp.k, grp.neuron_shape, grp.dtype),
-                        op.operands,
-                    )
-                    traces[_key(op.index, g)] = tuple(jnp.zeros(s.shape, s.dtype) for s in shapes)
-                elif mode == "io":
-                    traces[_key(op.index, g)] = (jnp.zeros((grp.shape[0], grp.k, *grp.neuron_shape), grp.dtype),)
-            if mode == "io":
-                s = jax.eval_shape(op.rule.es_input, op.operands)
-                x_traces[_key(op.index)] = jnp.zeros(s.shape, s.dtype)
-        return traces, x_traces
+    def _zero_traces(self) -> dict:
+        return {op.key: rule.init() for op, rule in self._pairs}
 
     def init(self) -> OnlineState:
         """A fresh state: the model's current hidden/aux values and zero traces."""
-        _, hidden, aux = self.binding.values()
-        traces, x_traces = self._zero_traces()
-        return OnlineState(hidden, aux, traces, x_traces, jnp.zeros((), jnp.int32))
+        _, hidden, aux = self.sync().values()
+        return OnlineState(hidden, aux, self._zero_traces(), jnp.zeros((), jnp.int32))
+
+    def restore_traces(self, state: OnlineState, saved: dict) -> tuple[OnlineState, tuple[str, ...]]:
+        """Takes every trace of ``saved`` whose name and shapes match one of ``state``'s.
+
+        Trace names are stable (:class:`~disttrace.compiler.TraceKey`), so the traces
+        of a checkpoint written by a smaller model (a layer added since, another op
+        order) restore by name into this model's state; the others stay as they are.
+
+        Args:
+          state: this learner's state (e.g. :meth:`init`).
+          saved: a ``traces`` dict: op name -> rule state, as NamedTuples or as the
+            plain nested dicts a checkpoint restored without a target gives.
+
+        Returns:
+          ``(state with the matching traces replaced, names of the ops taken)``.
+
+        Raises:
+          ValueError: if an op of both has the same name but another trace layout
+            (fields, keys or shapes): the message names the op and the leaf.
+        """
+        traces, taken = dict(state.traces), []
+        for name, current in state.traces.items():
+            if name not in saved:
+                continue
+            leaves = dict(_named_leaves(saved[name]))
+            flat, tree = jax.tree_util.tree_flatten_with_path(current)
+            new = []
+            for path, leaf in flat:
+                key = _path_name(path)
+                got = leaves.get(key)
+                if got is None or jnp.shape(got) != leaf.shape:
+                    raise ValueError(
+                        f"restore_traces: op {name!r} has trace leaf {key!r} of shape {leaf.shape} here but "
+                        f"{'none' if got is None else jnp.shape(got)} in the saved traces (saved leaves: {sorted(leaves)})"
+                    )
+                new.append(jnp.asarray(got, leaf.dtype))
+            traces[name] = jax.tree.unflatten(tree, new)
+            taken.append(name)
+        return state._replace(traces=traces), tuple(taken)
 
     def _current_state(self) -> OnlineState:
         _, hidden, aux = self.binding.values()
         if self._traces is None:
-            traces, x_traces = self._zero_traces()
-            t = jnp.zeros((), jnp.int32)
+            traces, t = self._zero_traces(), jnp.zeros((), jnp.int32)
         else:
-            traces, x_traces, t = self._traces
-        return OnlineState(hidden, aux, traces, x_traces, t)
+            traces, t = self._traces
+        return OnlineState(hidden, aux, traces, t)
 
     def _store_state(self, state: OnlineState) -> None:
         self.binding.write(hidden=state.hidden, aux=state.aux)
-        self._traces = (state.traces, state.x_traces, state.t)
+        self._traces = (state.traces, state.t)
 
     def _reset_traces(self) -> None:
         self._traces = None
@@ -162,83 +183,40 @@ class OnlineLearner(Learner):
             self._bypass_groups, self._bypass_ops, y_grad_ops,
         )
 
-    def _apply(self, f: StepFactors, state: OnlineState, deferred: frozenset = frozenset(), defer_io: bool = False):
-        """Per-step trace updates for every op not in ``deferred``.
+    @staticmethod
+    def _op_factors(op, f: StepFactors, t) -> OpFactors:
+        return OpFactors(
+            operands=f.operands[op.index],
+            g=tuple(f.g[(op.index, g)] for g in op.groups),
+            jac=tuple(f.jac[g] for g in op.groups),
+            delta_prev=tuple(f.delta_prev[g] for g in op.groups),
+            delta_new=tuple(f.delta_new[g] for g in op.groups),
+            delta_bypass=tuple(f.delta_bypass.get(g) for g in op.groups),
+            y_bypass=f.y_bypass.get(op.index),
+            y_grad=f.y_grad.get(op.index),
+            t=t,
+        )
 
-        With ``defer_io`` the IO-dimension contractions are not done here: each is
-        returned as its two factors, to be contracted once per chunk (``_io_chunk_grads``).
+    def _apply(self, f: StepFactors, state: OnlineState, chunk: bool = False):
+        """Every rule's step: ``(traces, trace-space gradients by op index, kept)``.
 
-        Returns:
-          (traces, x_traces, trace-space gradients of this step by op index, and with
-          ``defer_io`` the factor pairs by IO op index, else ``{}``).
+        With ``chunk`` the rules with a chunked form run ``chunk_step`` instead and
+        their per-step factors are returned in ``kept`` (by op name).
         """
-        traces, x_traces, tgrads, pairs = dict(state.traces), dict(state.x_traces), {}, {}
-        for op, mode in zip(self.graph.ops, self.modes):
-            if mode == "none" or op.index in deferred:
-                continue
-            rule, operands = op.rule, f.operands[op.index]
-            to_n = functools.partial(rule.to_trace_neurons, operands=operands)
-            if mode == "param":
-                for g in op.groups:
-                    key = _key(op.index, g)
-                    e = traces[key]
-                    grad = rule.dr_contract(to_n(f.delta_prev[g]), e)
-                    tgrads[op.index] = grad if op.index not in tgrads else _tree_add(tgrads[op.index], grad)
-                    traces[key] = _tree_add(rule.dr_decay(to_n(f.jac[g]), e), rule.dr_outer(f.g[(op.index, g)], operands))
+        traces, tgrads, kept = dict(state.traces), {}, {}
+        for op, rule in self._pairs:
+            of = self._op_factors(op, f, state.t)
+            if chunk and rule.chunked:
+                traces[op.key], kept[op.key] = rule.chunk_step(traces[op.key], of)
             else:
-                xk = _key(op.index)
-                x_prev = x_traces[xk]
-                x_traces[xk] = self.x_decay * x_prev + rule.es_input(operands).astype(x_prev.dtype)
-                now, before = None, None
-                for g in op.groups:
-                    key = _key(op.index, g)
-                    (ef_prev,) = traces[key]
-                    ef = self.f_decay * _block_vec(f.jac[g], ef_prev) + (1.0 - self.f_decay) * f.g[(op.index, g)]
-                    traces[key] = (ef,)
-                    s_now = jnp.sum(f.delta_new[g] * ef, axis=1)
-                    now = s_now if now is None else now + s_now
-                    if g in f.delta_bypass:
-                        s_before = jnp.sum(f.delta_bypass[g] * ef_prev, axis=1)
-                        before = s_before if before is None else before + s_before
-                # δ^new meets the traces that include step t; the part of the signal that
-                # bypasses h_t meets the previous traces (corrected with the previous count).
-                terms = [(x_traces[xk], now / self._bias_correction(state.t, now.dtype))]
-                if before is not None:
-                    terms.append((x_prev, before / self._bias_correction(state.t - 1, now.dtype)))
-                if op.index in f.y_bypass:  # same-step paths that skip the op's groups: exact
-                    terms.append((rule.es_input(operands), f.y_bypass[op.index]))
-                if defer_io and rule.es_foldable:
-                    pairs[op.index] = terms
-                else:
-                    grads = [rule.es_grad(a, b, operands) for a, b in terms]
-                    tgrads[op.index] = functools.reduce(_tree_add, grads)
-        return traces, x_traces, tgrads, pairs
+                tgrads[op.index], traces[op.key] = rule.update(traces[op.key], of)
+        return traces, tgrads, kept
 
-    def _io_chunk_grads(self, pairs: dict, operands: dict) -> dict:
-        """Contracts a chunk's stacked IO factor pairs, (U, B, ...) each, in one product per pair.
-
-        ``es_grad`` sums over its leading axis, so time is folded into the batch;
-        ``operands`` (op index -> tuple, from ``op_operands``) supply the weights and
-        constant index arrays the rule reads.
-        """
-        out = {}
-        for j, terms in pairs.items():
-            rule = self.graph.ops[j].rule
-            fold = lambda a: a.reshape((-1,) + a.shape[2:])
-            grads = [rule.es_grad(fold(a), fold(b), operands[j]) for a, b in terms]
-            out[j] = functools.reduce(_tree_add, grads)
-        return out
-
-    def _bias_correction(self, t, dtype):
-        """``1 - α_f^(n+1)`` for ``n = t`` steps seen (1 after 1000 steps, as braintrace)."""
-        n = jnp.maximum(t, 0).astype(dtype)
-        corr = jnp.where(t < _BIAS_CORRECTION_STEPS, 1.0 - self.f_decay ** (n + 1.0), 1.0)
-        return jnp.maximum(corr, 1e-8)
-
-    def _advance(self, f: StepFactors, state: OnlineState, traces, x_traces) -> OnlineState:
+    def _advance(self, f: StepFactors, state: OnlineState, traces) -> OnlineState:
         hidden = dict(zip(self.graph.hidden_paths, f.hidden))
         aux = jax.tree.unflatten(self.graph.aux_tree, f.aux)
-        return OnlineState(hidden, aux, traces, x_traces, state.t + 1)
+        t = state.t + (state.t < _T_MAX).astype(state.t.dtype)
+        return OnlineState(hidden, aux, traces, t)
 
     def _zero_inputs(self, state: OnlineState) -> tuple[list, list, list]:
         """(hidden, aux leaves, zero args): inputs of a step run only for its parameter-only values."""
@@ -267,94 +245,63 @@ class OnlineLearner(Learner):
         (grads,) = vjp(cot)
         return grads
 
-    # ---- sequences -------------------------------------------------------------------------
-    def _run_steps(self, loss_of, theta, state, seqs, deferred=frozenset(), collect=(), defer_io=False):
-        """Scans steps; returns (state, direct sum, tgrad sum, losses, collected factors).
+    def _zero_tgrads(self, exclude=frozenset()) -> dict:
+        return {op.index: rule.zero_grad() for op, rule in self._pairs if op.index not in exclude}
 
-        ``deferred`` ops get no per-step update and no direct term (their ``collect``
-        factors are kept, with ``∂L_t/∂y_t`` as ``kept["y"]``); with ``defer_io`` the IO ops' factor pairs are kept (``kept["io"]``) instead of
-        contracted, and their gradients are absent from the tgrad sum.
+    # ---- sequences -------------------------------------------------------------------------
+    def _run_steps(self, loss_of, theta, state, seqs, chunk: bool = False):
+        """Scans steps; returns (state, direct sum, tgrad sum, losses, kept factors by op name).
+
+        With ``chunk`` the chunked rules keep their per-step factors (stacked over
+        time in ``kept``) and are absent from the tgrad sum; their weights' same-step
+        term is theirs to fold where ``chunk_direct``.
         """
+        chunked = self._chunked_ops() if chunk else frozenset()
+        y_grad_ops = frozenset(op.index for op, r in self._pairs if op.index in chunked and r.chunk_direct)
 
         def body(carry, seq_t):
             st, dsum, tsum = carry
-            f = self._factors(loss_of, theta, st, seq_t, deferred)
-            traces, x_traces, tg, pairs = self._apply(f, st, deferred, defer_io)
+            f = self._factors(loss_of, theta, st, seq_t, y_grad_ops)
+            traces, tg, kept = self._apply(f, st, chunk)
             dsum = [a + b for a, b in zip(dsum, f.direct)]
-            tsum = {j: _tree_add(tsum[j], tg[j]) if j in tg else tsum[j] for j in tsum}
-            kept = {
-                "x": {j: self.graph.ops[j].rule.chunk_input(f.operands[j]) for j in collect},
-                "g": {f"{j}/{g}": f.g[(j, g)] for j in collect for g in self.graph.ops[j].groups},
-                "jac": {g: f.jac[g] for g in self._groups_of(collect)},
-                "delta": {g: f.delta_prev[g] for g in self._groups_of(collect)},
-                "y": {j: f.y_grad[j] for j in collect},
-                "io": pairs,
-            }
-            return (self._advance(f, st, traces, x_traces), dsum, tsum), (f.loss, kept)
+            tsum = {j: tree_add(tsum[j], tg[j]) for j in tsum}
+            return (self._advance(f, st, traces), dsum, tsum), (f.loss, kept)
 
         dsum0 = [jnp.zeros_like(p) for p in theta]
-        tsum0 = self._zero_tgrads(deferred | self._foldable_io if defer_io else deferred)
-        (state, dsum, tsum), (losses, kept) = jax.lax.scan(body, (state, dsum0, tsum0), seqs)
+        (state, dsum, tsum), (losses, kept) = jax.lax.scan(body, (state, dsum0, self._zero_tgrads(chunked)), seqs)
         return state, dsum, tsum, losses, kept
 
-    def _groups_of(self, ops) -> list[int]:
-        return sorted({g for j in ops for g in self.graph.ops[j].groups})
-
-    def _zero_tgrads(self, exclude=frozenset()) -> dict:
-        out = {}
-        for op, mode in zip(self.graph.ops, self.modes):
-            if mode == "none" or op.index in exclude:
-                continue
-            shapes = jax.eval_shape(lambda ops, op=op: self._probe_tgrad(op, ops), op.operands)
-            out[op.index] = tuple(jnp.zeros(s.shape, s.dtype) for s in shapes)
-        return out
-
-    def _probe_tgrad(self, op, operands):
-        grp = self.graph.groups[op.groups[0]]
-        delta = jnp.zeros((grp.shape[0], grp.k, *grp.neuron_shape), grp.dtype)
-        if self.modes[op.index] == "param":
-            e = op.rule.dr_zeros(operands, grp.shape[0], grp.k, grp.neuron_shape, grp.dtype)
-            return op.rule.dr_contract(op.rule.to_trace_neurons(delta, operands), e)
-        return op.rule.es_grad(op.rule.es_input(operands), delta.sum(1), operands)
+    def _chunked_ops(self) -> frozenset:
+        return frozenset(op.index for op, r in self._pairs if r.chunked)
 
     def _sequence(self, loss_of, chunk, theta, state: OnlineState, seqs):
         """Runs a whole sequence; returns (state, summed param grads, per-step losses)."""
         t_len = jax.tree.leaves(seqs)[0].shape[0]
-        chunked = frozenset(
-            op.index for op, m in zip(self.graph.ops, self.modes) if m == "param" and op.rule.chunkable
-        )
-        if chunk is None or chunk <= 1 or not (chunked or self._foldable_io):
+        chunked = self._chunked_ops()
+        if chunk is None or chunk <= 1 or not chunked:
             state, dsum, tsum, losses, _ = self._run_steps(loss_of, theta, state, seqs)
             return state, [a + b for a, b in zip(dsum, self._to_params(theta, state, tsum))], losses
+        reads_weights = any(r.chunk_reads_weights for op, r in self._pairs if op.index in chunked)
 
         def run_chunk(carry, seq_c):
             st, dsum, tsum = carry
-            e_start = st.traces
-            st, d_c, t_c, losses, kept = self._run_steps(
-                loss_of, theta, st, seq_c, chunked, tuple(sorted(chunked)), defer_io=True
-            )
-            if kept["io"]:
-                t_c.update(self._io_chunk_grads(kept["io"], self._param_operands(theta, st)))
+            start = st.traces
+            st, d_c, t_c, losses, kept = self._run_steps(loss_of, theta, st, seq_c, chunk=True)
+            operands = self._param_operands(theta, st) if reads_weights else {}
             traces = dict(st.traces)
-            for j in sorted(chunked):
-                op = self.graph.ops[j]
-                operands = op.operands
-                for g in op.groups:
-                    grad, traces[_key(j, g)] = chunk_update(
-                        op.rule, operands, e_start[_key(j, g)], kept["x"][j], kept["g"][f"{j}/{g}"],
-                        kept["jac"][g], kept["delta"][g], kept["y"][j] if g == op.groups[0] else None,
+            for op, rule in self._pairs:
+                if op.index in chunked:
+                    t_c[op.index], traces[op.key] = rule.chunk_end(
+                        start[op.key], traces[op.key], kept[op.key], operands.get(op.index)
                     )
-                    t_c[j] = grad if j not in t_c else _tree_add(t_c[j], grad)
             st = st._replace(traces=traces)
             dsum = [a + b for a, b in zip(dsum, d_c)]
-            tsum = {j: _tree_add(tsum[j], t_c[j]) for j in tsum}
+            tsum = {j: tree_add(tsum[j], t_c[j]) for j in tsum}
             return (st, dsum, tsum), losses
 
         n_full, rem = divmod(t_len, chunk)
-        dsum = [jnp.zeros_like(p) for p in theta]
-        tsum = self._zero_tgrads()
+        carry = (state, [jnp.zeros_like(p) for p in theta], self._zero_tgrads())
         loss_parts = []
-        carry = (state, dsum, tsum)
         if n_full:
             body = jax.tree.map(lambda a: a[: n_full * chunk].reshape((n_full, chunk) + a.shape[1:]), seqs)
             carry, losses = jax.lax.scan(run_chunk, carry, body)
@@ -368,18 +315,6 @@ class OnlineLearner(Learner):
         return state, grads, jnp.concatenate(loss_parts)
 
     # ---- public API ----------------------------------------------------------------------------
-    def _etrace_fn(self, seqs, step_fn, chunk_size):
-        t_len = self._check_etrace_args(seqs, step_fn, chunk_size)
-
-        def loss_of(call, *seq_t):
-            return self._with_call(call, step_fn, *seq_t)
-
-        def run(theta, state, seqs):
-            state, grads, losses = self._sequence(loss_of, chunk_size, theta, state, seqs)
-            return state, [g / t_len for g in grads], losses
-
-        return self._jit(("etrace", step_fn, chunk_size, t_len), lambda: jax.jit(run))
-
     def step(self, state: OnlineState, params: dict, x, y):
         """One pure online step: ``(state, out, grads)`` for the loss ``loss_fn(out, y)``.
 
@@ -400,8 +335,8 @@ class OnlineLearner(Learner):
         theta = self._param_leaves(params)
         loss_of = lambda call, x_, y_: self.loss_fn(call(x_), y_)
         f = self._factors(loss_of, theta, state, (x, y))
-        traces, x_traces, tgrads, _ = self._apply(f, state)
-        new_state = self._advance(f, state, traces, x_traces)
+        traces, tgrads, _ = self._apply(f, state)
+        new_state = self._advance(f, state, traces)
         grads = [a + b for a, b in zip(f.direct, self._to_params(theta, new_state, tgrads))]
         return new_state, f.out, self._grads_tree(grads)
 
@@ -412,10 +347,20 @@ class OnlineLearner(Learner):
 
         def run(theta, state, args):
             f = self._factors(zero_loss, theta, state, args)
-            traces, x_traces, _, _ = self._apply(f, state)
-            return self._advance(f, state, traces, x_traces), f.out
+            traces, _, _ = self._apply(f, state)
+            return self._advance(f, state, traces), f.out
 
         fn = self._jit(("eager",), lambda: jax.jit(run))
         state, out = fn(self._param_leaves(), self._current_state(), args)
         self._store_state(state)
         return out
+
+    def _sequence_fn(self, step_fn, chunk_size, t_len):
+        def loss_of(call, *seq_t):
+            return self._with_call(call, step_fn, *seq_t)
+
+        def run(theta, state, seqs):
+            state, grads, losses = self._sequence(loss_of, chunk_size, theta, state, seqs)
+            return state, [g / t_len for g in grads], losses
+
+        return run

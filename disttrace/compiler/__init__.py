@@ -1,6 +1,12 @@
 """Compiler: a model's one-step jaxpr -> :class:`ETraceGraph`.
 
-``_jax_compat`` is the only module in disttrace that touches JAX internals.
+Modules: ``_functional`` (brainstate states -> pytrees), ``_layout`` (the flat step
+order, :class:`StepLayout`), ``_trace`` (tracing and inlining the step), ``_analysis``
+(dataflow), ``_groups`` (hidden groups), ``_opnodes`` (trace-op nodes and keys),
+``_states`` (parameter kinds, written aux states), ``_compile`` (the phase order),
+``_graph`` (result types), ``_executor`` (running the step with hooks), ``_bypass``
+(bypass paths). ``_jax_compat`` is the only module in disttrace that touches JAX
+internals; every read of a jaxpr goes through it.
 """
 
 from disttrace.compiler._bypass import bypass_groups as bypass_groups
@@ -16,7 +22,9 @@ from disttrace.compiler._graph import CompilationRecord as CompilationRecord
 from disttrace.compiler._graph import DiagnosticKind as DiagnosticKind
 from disttrace.compiler._graph import ETraceGraph as ETraceGraph
 from disttrace.compiler._graph import HiddenGroup as HiddenGroup
+from disttrace.compiler._graph import TraceKey as TraceKey
 from disttrace.compiler._graph import TraceOpNode as TraceOpNode
+from disttrace.compiler._layout import StepLayout as StepLayout
 
 __all__ = [
     "bypass_groups",
@@ -26,6 +34,8 @@ __all__ = [
     "ETraceGraph",
     "HiddenGroup",
     "ModuleBinding",
+    "StepLayout",
+    "TraceKey",
     "TraceOpNode",
     "compile_etrace_graph",
     "op_function",

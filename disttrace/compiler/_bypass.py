@@ -22,35 +22,33 @@ from disttrace.compiler._graph import ETraceGraph
 __all__ = ["bypass_groups", "bypass_ops"]
 
 
-def _layout(graph: ETraceGraph):
-    jaxpr = graph.jaxpr.jaxpr
-    n_p = graph.param_tree.num_leaves
-    n_h = len(graph.hidden_paths)
-    n_out = graph.out_tree.num_leaves
-    outs = [v for v in jaxpr.outvars[:n_out] if not jc.is_literal(v)]
-    new = [None if jc.is_literal(v) else v for v in jaxpr.outvars[n_out : n_out + n_h]]
-    prev = jaxpr.invars[n_p : n_p + n_h]
-    return jaxpr, outs, new, prev
+def _step_vars(graph: ETraceGraph):
+    """The step's equations, its output vars, new-hidden vars (``None`` for a literal), old-hidden vars."""
+    outvars = jc.outvars(graph.jaxpr)
+    outs = [v for v in graph.layout.out(outvars) if not jc.is_literal(v)]
+    new = [None if jc.is_literal(v) else v for v in graph.layout.hidden_new(outvars)]
+    prev = graph.layout.hidden(jc.invars(graph.jaxpr))
+    return jc.eqns(graph.jaxpr), outs, new, prev
 
 
-def _reaches(jaxpr, sources, blockers, targets) -> bool:
+def _reaches(eqns, sources, blockers, targets) -> bool:
     """Whether a value in ``sources`` reaches ``targets`` without passing a ``blockers`` var."""
     tainted = set(sources)
-    for eqn in jaxpr.eqns:
-        if any(not jc.is_literal(v) and v in tainted and v not in blockers for v in eqn.invars):
-            tainted.update(eqn.outvars)
+    for eqn in eqns:
+        if any(not jc.is_literal(v) and v in tainted and v not in blockers for v in jc.eqn_invars(eqn)):
+            tainted.update(jc.eqn_outvars(eqn))
     return any(v in tainted and v not in blockers for v in targets)
 
 
 def bypass_groups(graph: ETraceGraph) -> frozenset[int]:
     """Indices of the hidden groups whose previous values can reach the loss other than
     through the group's own new values."""
-    jaxpr, outs, new, prev = _layout(graph)
+    eqns, outs, new, prev = _step_vars(graph)
     found = set()
     for grp in graph.groups:
         own = {new[m] for m in grp.members if new[m] is not None}
         others = [v for i, v in enumerate(new) if v is not None and i not in grp.members]
-        if _reaches(jaxpr, [prev[m] for m in grp.members], own, outs + others):
+        if _reaches(eqns, [prev[m] for m in grp.members], own, outs + others):
             found.add(grp.index)
     return frozenset(found)
 
@@ -58,7 +56,7 @@ def bypass_groups(graph: ETraceGraph) -> frozenset[int]:
 def bypass_ops(graph: ETraceGraph) -> frozenset[int]:
     """Indices of the traced ops whose output can reach the loss other than through the
     new values of the groups the op drives."""
-    jaxpr, outs, new, _ = _layout(graph)
+    eqns, outs, new, _ = _step_vars(graph)
     found = set()
     for op in graph.ops:
         if not op.groups:
@@ -66,6 +64,6 @@ def bypass_ops(graph: ETraceGraph) -> frozenset[int]:
         members = {m for g in op.groups for m in graph.groups[g].members}
         own = {new[m] for m in members if new[m] is not None}
         others = [v for i, v in enumerate(new) if v is not None and i not in members]
-        if _reaches(jaxpr, jaxpr.eqns[op.eqn_index].outvars, own, outs + others):
+        if _reaches(eqns, jc.eqn_outvars(eqns[op.eqn_index]), own, outs + others):
             found.add(op.index)
     return frozenset(found)

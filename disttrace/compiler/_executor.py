@@ -57,56 +57,73 @@ def run_step(
       ``(out_leaves, hidden_new, aux_new_leaves, operands)`` where ``operands`` maps
       op index -> the tuple of operands it was called with.
     """
-    by_eqn = {op.eqn_index: op for op in graph.ops}
-    eqns = graph.jaxpr.jaxpr.eqns
-    eqn_pos = {id(e): i for i, e in enumerate(eqns)}
-    records: dict[int, tuple] = {}
+    hooks = _OpHooks(graph, perturb, cut, stop_weights)
+    writes = None if hidden_perturb is None else _HiddenWrites(graph, hidden_perturb, detach_hidden)
+    flat = graph.layout.flat_inputs(param_leaves, hidden, aux_leaves, arg_leaves)
+    outs = jc.interpret(graph.jaxpr, flat, hook=hooks, on_write=writes)
+    h_new = graph.layout.hidden_new(outs)
+    if writes is not None:
+        h_new = writes.finish(h_new)
+    return graph.layout.out(outs), h_new, graph.layout.aux_new(outs), hooks.records
 
-    def hook(eqn, invals):
-        op = by_eqn.get(eqn_pos.get(id(eqn), -1))
+
+class _OpHooks:
+    """The equation hook of :func:`run_step`: at each trace op, records its operands and
+    applies the cut, the weight stops and the output perturbation."""
+
+    def __init__(self, graph: ETraceGraph, perturb, cut: bool, stop_weights: frozenset[int]):
+        self.by_eqn = {op.eqn_index: op for op in graph.ops}
+        self.eqn_pos = {id(e): i for i, e in enumerate(jc.eqns(graph.jaxpr))}
+        self.perturb, self.cut, self.stop_weights = perturb, cut, stop_weights
+        self.records: dict[int, tuple] = {}
+
+    def __call__(self, eqn, invals):
+        op = self.by_eqn.get(self.eqn_pos.get(id(eqn), -1))
         if op is None:
             return None
-        records[op.index] = tuple(invals)
+        self.records[op.index] = tuple(invals)
         vals = list(invals)
         rule = op.rule
-        if cut and rule.input_argnum is not None:
+        if self.cut and rule.input_argnum is not None:
             vals[rule.input_argnum] = jax.lax.stop_gradient(vals[rule.input_argnum])
-        if op.index in stop_weights:
+        if op.index in self.stop_weights:
             for wi in rule.weight_argnums:
                 vals[wi] = jax.lax.stop_gradient(vals[wi])
         outs = jc.bind_equation(eqn, vals)
-        if perturb is not None and op.index in perturb:
-            outs = [outs[0] + perturb[op.index]] + outs[1:]
+        if self.perturb is not None and op.index in self.perturb:
+            outs = [outs[0] + self.perturb[op.index]] + outs[1:]
         return outs
 
-    flat = [*param_leaves, *hidden, *aux_leaves, *arg_leaves]
-    n_h, n_a = len(hidden), len(aux_leaves)
-    outvars = graph.jaxpr.jaxpr.outvars
-    n_out = len(outvars) - n_h - n_a
-    on_write, done = None, set()
-    detached = (lambda i: bool(detach_hidden)) if isinstance(detach_hidden, bool) else (lambda i: i in detach_hidden)
-    if hidden_perturb is not None:
-        where = {}
-        for i, v in enumerate(outvars[n_out : n_out + n_h]):
+
+class _HiddenWrites:
+    """The write hook of :func:`run_step`: adds ``hidden_perturb`` to each new hidden value
+    where it is computed, detaching it first where asked."""
+
+    def __init__(self, graph: ETraceGraph, hidden_perturb: Sequence[Any], detach_hidden: bool | Collection[int]):
+        self.hidden_perturb = hidden_perturb
+        self.detach_hidden = detach_hidden
+        self.where: dict[Any, int] = {}
+        for i, v in enumerate(graph.layout.hidden_new(jc.outvars(graph.jaxpr))):
             if not jc.is_literal(v):
-                where.setdefault(v, i)
+                self.where.setdefault(v, i)
+        self.done: set[int] = set()
 
-        def on_write(var, val):
-            i = where.get(var)
-            if i is None:
-                return val
-            done.add(i)
-            return (jax.lax.stop_gradient(val) if detached(i) else val) + hidden_perturb[i]
+    def detached(self, i: int) -> bool:
+        return bool(self.detach_hidden) if isinstance(self.detach_hidden, bool) else i in self.detach_hidden
 
-    outs = jc.interpret(graph.jaxpr, flat, hook=hook, on_write=on_write)
-    h_new = outs[n_out : n_out + n_h]
-    if hidden_perturb is not None:
+    def _apply(self, i: int, val):
+        return (jax.lax.stop_gradient(val) if self.detached(i) else val) + self.hidden_perturb[i]
+
+    def __call__(self, var, val):
+        i = self.where.get(var)
+        if i is None:
+            return val
+        self.done.add(i)
+        return self._apply(i, val)
+
+    def finish(self, h_new: list) -> list:
         # a state passed through unchanged (or constant) is written by no equation
-        h_new = [
-            h if i in done else (jax.lax.stop_gradient(h) if detached(i) else h) + hidden_perturb[i]
-            for i, h in enumerate(h_new)
-        ]
-    return outs[:n_out], h_new, outs[n_out + n_h :], records
+        return [h if i in self.done else self._apply(i, h) for i, h in enumerate(h_new)]
 
 
 def op_operands(graph: ETraceGraph, param_leaves, hidden, aux_leaves, arg_leaves) -> dict[int, tuple]:

@@ -1,4 +1,10 @@
-"""The eligibility-trace graph: what the compiler found in one model step, as data."""
+"""The eligibility-trace graph: what the compiler found in one model step, as data.
+
+Owns the compiler's result types: :class:`ETraceGraph` (the inlined step jaxpr with
+its :class:`~disttrace.compiler.StepLayout`, hidden groups, trace ops, parameter kinds
+and diagnostics), :class:`HiddenGroup`, :class:`TraceOpNode`, the one spelling of a
+trace's name (:class:`TraceKey`) and the recorded decisions (:class:`CompilationRecord`).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,41 @@ import enum
 from typing import Any
 
 from disttrace.compiler._functional import path_str
+from disttrace.compiler._layout import StepLayout
 from disttrace.ops import TraceOpRule
 
-__all__ = ["CompilationRecord", "DiagnosticKind", "ETraceGraph", "HiddenGroup", "TraceOpNode"]
+__all__ = ["CompilationRecord", "DiagnosticKind", "ETraceGraph", "HiddenGroup", "TraceKey", "TraceOpNode"]
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class TraceKey:
+    """The one name of an eligibility trace: which weight, which hidden group.
+
+    Derived from state paths, never from positions in the jaxpr, so adding an
+    unrelated layer to a model leaves every other trace's key unchanged and a
+    checkpoint restores traces by name. Its string form is the key used in learner
+    state dicts, partition-rule paths and checkpoints.
+
+    Attributes:
+      op: the trace op's name: its weight parameters' paths joined with ``"+"``
+        (e.g. ``"layers.0.weight"``, ``"lora.A+lora.B"``); when several ops use the same
+        weights (tied weights), the second and later in step order get ``"#1"``,
+        ``"#2"``, ... appended.
+      group: the path of the hidden group's first state (e.g. ``"layers.0.V"``), or
+        ``None`` for a per-op trace (ES-D-RTRL's input trace).
+
+    Example:
+      >>> str(TraceKey("layers.0.weight", "layers.0.V"))
+      'layers.0.weight->layers.0.V'
+      >>> str(TraceKey("layers.0.weight"))
+      'layers.0.weight'
+    """
+
+    op: str
+    group: str | None = None
+
+    def __str__(self) -> str:
+        return self.op if self.group is None else f"{self.op}->{self.group}"
 
 
 class DiagnosticKind(enum.Enum):
@@ -38,12 +76,14 @@ class HiddenGroup:
       members: indices into :attr:`ETraceGraph.hidden_paths`, in block order.
       shape: common state shape (B, *N).
       dtype: common dtype.
+      name: the path of its first state (``"layers.0.V"``), its stable name.
     """
 
     index: int
     members: tuple[int, ...]
     shape: tuple[int, ...]
     dtype: Any
+    name: str = ""
 
     @property
     def k(self) -> int:
@@ -68,6 +108,7 @@ class TraceOpNode:
       inner: the op body as a closed jaxpr (evaluated for weight VJPs).
       operands: shape/dtype structs of the op's operands.
       out: shape/dtype struct of the op output ``y``.
+      key: its stable name (:attr:`TraceKey.op`), ``""`` for a constant op.
     """
 
     index: int
@@ -79,6 +120,7 @@ class TraceOpNode:
     inner: Any
     operands: tuple
     out: Any
+    key: str = ""
 
     @property
     def name(self) -> str:
@@ -94,9 +136,8 @@ class ETraceGraph:
     """Result of :func:`compile_etrace_graph`.
 
     Attributes:
-      jaxpr: the inlined step as a closed jaxpr with invars
-        ``[*param_leaves, *hidden, *aux_leaves, *arg_leaves]`` and outvars
-        ``[*out_leaves, *hidden_new, *aux_new_leaves]``.
+      jaxpr: the inlined step as a closed jaxpr whose invars and outvars are ordered
+        by ``layout``.
       param_paths / hidden_paths / aux_paths: state paths in invar order.
       param_tree / aux_tree / arg_tree / out_tree: treedefs of those groups.
       hidden_shapes: shape of every hidden state.
@@ -104,6 +145,9 @@ class ETraceGraph:
       param_kinds: path -> ``"trace"``, ``"direct"`` or ``"unused"``.
       records: diagnostics.
       batch_size: leading axis of every hidden state.
+      hidden_group_of: hidden index -> group index.
+      layout: the flat order of the step's inputs and outputs (the only code that
+        knows it: slice with ``layout.params(seq)``, ``layout.hidden_new(outs)``, ...).
     """
 
     jaxpr: Any
@@ -122,9 +166,16 @@ class ETraceGraph:
     records: tuple[CompilationRecord, ...]
     batch_size: int
     hidden_group_of: tuple[int, ...]  # hidden index -> group index
+    layout: StepLayout
 
     def group_of(self, hidden_path) -> HiddenGroup:
         return self.groups[self.hidden_group_of[self.hidden_paths.index(hidden_path)]]
+
+    def trace_key(self, op: int | TraceOpNode, group: int | None = None) -> str:
+        """The string :class:`TraceKey` of op ``op``'s trace for group ``group`` (an index
+        into :attr:`groups`), or of its per-op trace when ``group`` is ``None``."""
+        node = self.ops[op] if isinstance(op, int) else op
+        return str(TraceKey(node.key, None if group is None else self.groups[group].name))
 
     def __str__(self) -> str:
         lines = [f"ETraceGraph(batch_size={self.batch_size})"]
@@ -139,6 +190,8 @@ class ETraceGraph:
                 "no hidden state (same-step gradient)" if op.weight_params else "constant weights (no trace)"
             )
             lines.append(f"    [{op.index}] {op.name} y{op.out_shape} weights: {ws} -> {reach}")
+            for g in op.groups:
+                lines.append(f"        trace {self.trace_key(op, g)}")
         lines.append("  parameters:")
         for p, kind in self.param_kinds.items():
             lines.append(f"    {path_str(p)}: {kind}")

@@ -1,14 +1,25 @@
 """The only module of disttrace that touches JAX internals.
 
-Everything the compiler needs from jaxprs (variable and literal types, equation
-parameters, binding an equation, recursing into call primitives) goes through the
-small functions below. They detect capabilities instead of pinning JAX versions:
-a JAX upgrade that moves an internal breaks this one file, not the compiler.
+Everything the compiler reads from a jaxpr goes through the small functions below:
+the equations, variables and literals of a jaxpr; an equation's primitive, operands,
+results and parameters; abstract shapes and dtypes; the jaxprs nested in calls; the
+primitive families the analysis treats alike (element-wise, reshapes, loops, calls);
+the static parameters of a convolution; binding and interpreting equations. The rest
+of the compiler holds equations and variables only as opaque handles it passes back
+here, and the ops never see an equation.
+
+Primitive families are sets of primitive *objects* found in ``jax.lax`` or
+``jax.extend.core.primitives``, not name strings: a primitive renamed between JAX
+versions (the jit primitive was ``"pjit"`` before JAX 0.7; ``jax.checkpoint``'s is
+``"remat2"`` where a list of names said ``"remat"``) is still the same object. Only where no object can be found in the installed JAX (a primitive
+an older JAX had and this one removed) does a family fall back to matching the name.
+These functions detect capabilities instead of pinning JAX versions: a JAX upgrade
+that moves an internal breaks this one file, not the compiler.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jax
@@ -16,18 +27,36 @@ import jax.extend as jex
 
 __all__ = [
     "ClosedJaxpr",
+    "ELEMENTWISE",
     "Jaxpr",
     "JaxprEqn",
     "Literal",
+    "PrimitiveSet",
     "Var",
+    "aval_dtype",
+    "aval_shape",
     "bind_equation",
     "call_jaxpr_of",
+    "constvars",
+    "convolutions",
+    "eqn_invars",
+    "eqn_outvars",
     "eqn_to_str",
+    "eqns",
     "interpret",
+    "invars",
+    "is_call",
+    "is_elementwise_primitive",
     "is_jit_call",
     "is_literal",
+    "is_loop",
+    "is_reshape",
     "jit_name",
     "make_closed_jaxpr",
+    "outvars",
+    "primitive",
+    "primitive_name",
+    "shape_dtype",
     "sub_jaxprs",
 ]
 
@@ -36,9 +65,187 @@ Jaxpr = jex.core.Jaxpr
 JaxprEqn = jex.core.JaxprEqn
 Literal = jex.core.Literal
 Var = jex.core.Var
+Primitive = jex.core.Primitive
 
-# Names the jit primitive has had across JAX versions ("pjit" before 0.7, "jit" after).
-_JIT_NAMES = frozenset({"jit", "pjit"})
+# Where primitive objects are looked up: the public ``jax.lax`` first, then
+# ``jax.extend.core.primitives`` (call primitives such as ``jit_p`` live only there).
+_PRIMITIVE_MODULES = tuple(m for m in (jax.lax, getattr(jex.core, "primitives", None)) if m is not None)
+
+
+class PrimitiveSet:
+    """A family of JAX primitives, matched by object identity.
+
+    Built from ``(attribute names, fallback names)`` entries: the first attribute
+    found in :data:`_PRIMITIVE_MODULES` is the member; only an entry none of whose
+    attributes exists in the installed JAX is matched by its fallback names instead.
+    """
+
+    def __init__(self, entries: Iterable[tuple[tuple[str, ...], tuple[str, ...]]]):
+        objects, names = set(), set()
+        for attrs, fallback in entries:
+            found = _find_primitive(attrs)
+            if found is None:
+                names.update(fallback)
+            else:
+                objects.add(found)
+        self.objects = frozenset(objects)
+        self.fallback_names = frozenset(names)
+
+    def __contains__(self, prim: Any) -> bool:
+        return prim in self.objects or getattr(prim, "name", None) in self.fallback_names
+
+
+def _find_primitive(attrs: Sequence[str]) -> Primitive | None:
+    for attr in attrs:
+        for module in _PRIMITIVE_MODULES:
+            p = getattr(module, attr, None)
+            if isinstance(p, Primitive):
+                return p
+    return None
+
+
+def _same(*names: str) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Entries for primitives exposed as ``<name>_p`` (fallback: the name itself)."""
+    return [((f"{n}_p",), (n,)) for n in names]
+
+
+# Primitives whose every output element depends only on the same element of each
+# operand (after broadcasting a scalar or size-1 axes): the hidden dynamics the
+# diagonal approximation keeps exactly. ``broadcast_in_dim`` only repeats values.
+ELEMENTWISE = PrimitiveSet(
+    _same(
+        *"""abs acos acosh add and asin asinh atan atan2 atanh cbrt ceil clamp conj convert_element_type copy
+        cos cosh digamma div eq erf erf_inv erfc exp exp2 expm1 floor ge gt imag integer_pow is_finite le
+        lgamma log log1p logistic lt max min mul ne neg nextafter not or pow real reduce_precision rem round
+        rsqrt select_n sign sin sinh sqrt square sub tan tanh xor broadcast_in_dim stop_gradient""".split()
+    )
+)
+# Shape-only primitives: element-wise when they only add or drop axes of size 1.
+# (``expand_dims`` is no primitive: it lowers to ``broadcast_in_dim``.)
+_RESHAPES = PrimitiveSet(_same("reshape", "squeeze"))
+# Control flow: a hidden state updated inside one has no readable one-step Jacobian.
+# (``fori_loop`` is no primitive: it lowers to ``scan`` or ``while``.)
+_LOOPS = PrimitiveSet(_same("scan", "while", "cond"))
+# The jit call, named "pjit" before JAX 0.7 and exposed as ``pjit_p`` then.
+_JIT = PrimitiveSet([(("jit_p", "pjit_p"), ("jit", "pjit"))])
+# Calls whose body decides: element-wise iff every equation inside is. The jit calls
+# are those nested in a custom_jvp body (jax.nn.relu), which the step's inlining does
+# not reach. ``custom_vjp_call_jaxpr`` existed only in older JAX: no object can be
+# found in newer versions, so it is matched by name there (it never occurs).
+_CALLS = PrimitiveSet(
+    [
+        (("custom_jvp_call_p",), ("custom_jvp_call",)),
+        (("custom_vjp_call_p",), ("custom_vjp_call",)),
+        (("custom_vjp_call_jaxpr_p",), ("custom_vjp_call_jaxpr",)),
+        (("remat_p", "checkpoint_p"), ("remat", "checkpoint", "remat2")),
+        (("jit_p", "pjit_p"), ("jit", "pjit")),
+    ]
+)
+_CONV = PrimitiveSet([(("conv_general_dilated_p",), ("conv_general_dilated",))])
+
+
+# ---- reading jaxprs ------------------------------------------------------------------
+def _open(jaxpr: ClosedJaxpr | Jaxpr) -> Jaxpr:
+    return jaxpr.jaxpr if isinstance(jaxpr, ClosedJaxpr) else jaxpr
+
+
+def eqns(jaxpr: ClosedJaxpr | Jaxpr) -> Sequence[JaxprEqn]:
+    """The equations of a (closed) jaxpr, in order."""
+    return _open(jaxpr).eqns
+
+
+def invars(jaxpr: ClosedJaxpr | Jaxpr) -> Sequence[Var]:
+    return _open(jaxpr).invars
+
+
+def outvars(jaxpr: ClosedJaxpr | Jaxpr) -> Sequence[Any]:
+    """The results of a (closed) jaxpr: variables or literals."""
+    return _open(jaxpr).outvars
+
+
+def constvars(jaxpr: ClosedJaxpr | Jaxpr) -> Sequence[Var]:
+    return _open(jaxpr).constvars
+
+
+def eqn_invars(eqn: JaxprEqn) -> Sequence[Any]:
+    """An equation's operands: variables or literals."""
+    return eqn.invars
+
+
+def eqn_outvars(eqn: JaxprEqn) -> Sequence[Var]:
+    return eqn.outvars
+
+
+def primitive(eqn: JaxprEqn) -> Primitive:
+    return eqn.primitive
+
+
+def primitive_name(eqn: JaxprEqn) -> str:
+    return eqn.primitive.name
+
+
+def aval_shape(atom: Any) -> tuple[int, ...]:
+    """The static shape of a variable or literal."""
+    return tuple(atom.aval.shape)
+
+
+def aval_dtype(atom: Any) -> Any:
+    return atom.aval.dtype
+
+
+def shape_dtype(atom: Any) -> jax.ShapeDtypeStruct:
+    """A variable's or literal's abstract value as a ``jax.ShapeDtypeStruct``."""
+    return jax.ShapeDtypeStruct(aval_shape(atom), aval_dtype(atom))
+
+
+# ---- primitive families ----------------------------------------------------------------
+def is_elementwise_primitive(eqn: JaxprEqn) -> bool:
+    """Whether the equation's primitive is element-wise (see :data:`ELEMENTWISE`)."""
+    return eqn.primitive in ELEMENTWISE
+
+
+def is_reshape(eqn: JaxprEqn) -> bool:
+    """Whether the equation only changes its operand's shape (reshape, squeeze)."""
+    return eqn.primitive in _RESHAPES
+
+
+def is_loop(eqn_or_primitive: Any) -> bool:
+    """Whether an equation (or a primitive) is control flow (scan, while, cond)."""
+    return getattr(eqn_or_primitive, "primitive", eqn_or_primitive) in _LOOPS
+
+
+def is_call(eqn: JaxprEqn) -> bool:
+    """Whether the equation calls a body that decides its structure (custom_jvp/vjp, remat, jit)."""
+    return eqn.primitive in _CALLS
+
+
+def convolutions(jaxpr: ClosedJaxpr | Jaxpr) -> tuple[dict, ...]:
+    """The static parameters of every convolution equation of a jaxpr, as plain data.
+
+    Returns:
+      One dict per ``conv_general_dilated`` equation, in order, with ``strides``,
+      ``padding`` (``(low, high)`` pairs), ``lhs_dilation``, ``rhs_dilation``,
+      ``dimension_numbers`` (``(lhs_spec, rhs_spec, out_spec)`` axis tuples),
+      ``feature_group_count`` and ``batch_group_count``; all Python ints and tuples.
+    """
+    found = []
+    for eqn in eqns(jaxpr):
+        if eqn.primitive not in _CONV:
+            continue
+        p = eqn.params
+        dn = p["dimension_numbers"]
+        found.append(
+            dict(
+                strides=tuple(int(s) for s in p["window_strides"]),
+                padding=tuple((int(lo), int(hi)) for lo, hi in p["padding"]),
+                lhs_dilation=tuple(int(d) for d in p.get("lhs_dilation") or ()),
+                rhs_dilation=tuple(int(d) for d in p.get("rhs_dilation") or ()),
+                dimension_numbers=tuple(tuple(int(a) for a in spec) for spec in dn),
+                feature_group_count=int(p.get("feature_group_count", 1)),
+                batch_group_count=int(p.get("batch_group_count", 1)),
+            )
+        )
+    return tuple(found)
 
 
 def make_closed_jaxpr(fn: Callable, *args: Any) -> ClosedJaxpr:
@@ -51,7 +258,7 @@ def is_literal(atom: Any) -> bool:
 
 
 def is_jit_call(eqn: JaxprEqn) -> bool:
-    return eqn.primitive.name in _JIT_NAMES
+    return eqn.primitive in _JIT
 
 
 def jit_name(eqn: JaxprEqn) -> str | None:

@@ -16,6 +16,8 @@ from disttrace.ops._lora import lora_embedding as lora_embedding
 from disttrace.ops._lora import lora_matmul as lora_matmul
 from disttrace.ops._matmul import MatmulRule as MatmulRule
 from disttrace.ops._matmul import matmul as matmul
+from disttrace.ops._registry import ConvWindow as ConvWindow
+from disttrace.ops._registry import OpBody as OpBody
 from disttrace.ops._registry import TraceOpRule as TraceOpRule
 from disttrace.ops._registry import get_rule as get_rule
 from disttrace.ops._registry import register as register
@@ -24,10 +26,12 @@ from disttrace.ops._registry import trace_op as trace_op
 from disttrace.ops._sparse import sparse_matmul as sparse_matmul
 
 __all__ = [
-    "apply_block",
+    "ConvWindow",
     "ElementWiseRule",
     "MatmulRule",
+    "OpBody",
     "TraceOpRule",
+    "apply_block",
     "conv",
     "element_wise",
     "embedding",

@@ -24,7 +24,7 @@ from jax import lax
 
 from disttrace.ops._blocks import apply_block
 from disttrace.ops._element_wise import element_wise
-from disttrace.ops._registry import TraceOpRule, register, trace_op
+from disttrace.ops._registry import OpBody, TraceOpRule, register, trace_op
 
 __all__ = ["conv"]
 
@@ -40,10 +40,10 @@ def _dimension_numbers(nd: int):
 class _ConvRule(TraceOpRule):
     es_foldable: bool = True  # es_grad reads only the kernel rank
 
-    def specialize(self, inner_eqns):
-        # Strides and padding are static jit arguments, baked into the body's conv equation.
-        (eqn,) = [e for e in inner_eqns if e.primitive.name == "conv_general_dilated"]
-        return dataclasses.replace(self, static=(tuple(eqn.params["window_strides"]), tuple(eqn.params["padding"])))
+    def specialize(self, body: OpBody):
+        # Strides and padding are static jit arguments, baked into the body's one convolution.
+        (window,) = body.convs
+        return dataclasses.replace(self, static=(window.strides, window.padding))
 
     def _patches(self, operands):
         x, w = operands[:2]

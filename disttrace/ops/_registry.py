@@ -32,11 +32,47 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["OP_PREFIX", "TraceOpRule", "get_rule", "register", "registered_names", "trace_op"]
+__all__ = ["OP_PREFIX", "ConvWindow", "OpBody", "TraceOpRule", "get_rule", "register", "registered_names", "trace_op"]
 
 OP_PREFIX = "dt__"
 
 _RULES: dict[str, TraceOpRule] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvWindow:
+    """One convolution inside an op body, as plain data.
+
+    Attributes:
+      strides: one stride per spatial dim.
+      padding: one ``(low, high)`` pair per spatial dim.
+      lhs_dilation, rhs_dilation: input and kernel dilation per spatial dim.
+      dimension_numbers: ``(lhs_spec, rhs_spec, out_spec)``, each the axis indices of
+        (batch or out-feature, feature or in-feature, *spatial) as in
+        ``jax.lax.ConvDimensionNumbers``.
+      feature_group_count, batch_group_count: grouping of the convolution.
+    """
+
+    strides: tuple[int, ...]
+    padding: tuple[tuple[int, int], ...]
+    lhs_dilation: tuple[int, ...] = ()
+    rhs_dilation: tuple[int, ...] = ()
+    dimension_numbers: tuple[tuple[int, ...], ...] = ()
+    feature_group_count: int = 1
+    batch_group_count: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class OpBody:
+    """What the compiler reads from one op instance's jitted body, for
+    :meth:`TraceOpRule.specialize`: static arguments baked into the body, as plain data
+    (rules never see JAX equations).
+
+    Attributes:
+      convs: every convolution in the body, in order.
+    """
+
+    convs: tuple[ConvWindow, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,12 +100,13 @@ class TraceOpRule:
     es_foldable: bool = False
     static: tuple = ()
 
-    def specialize(self, inner_eqns: Sequence[Any]) -> TraceOpRule:
+    def specialize(self, body: OpBody) -> TraceOpRule:
         """A copy of this rule bound to one op instance.
 
         Args:
-          inner_eqns: the equations of the op's jitted body; a rule whose trace math
-            needs the op's static arguments (a convolution's strides) reads them here.
+          body: what the compiler read from the op's jitted body; a rule whose trace
+            math needs the op's static arguments (a convolution's strides) reads them
+            here.
         """
         return self
 

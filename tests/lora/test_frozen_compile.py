@@ -76,7 +76,8 @@ def test_constant_ops_are_recorded_and_keep_no_group(variant):
     assert all(op.groups == (0,) for op in traced)
     learner = dt.compile(Net(variant), dt.D_RTRL, jnp.zeros((B, N_IN)), batch_size=B)
     assert learner.modes[const[0].index] == "none"
-    assert set(learner.init().traces) == {f"op{op.index}/g0" for op in traced}
+    assert set(learner.init().traces) == {op.key for op in traced}
+    assert all(op.key == "" for op in const)  # no parameter, no name, no trace
 
 
 def test_an_op_feeding_a_frozen_op_gets_its_same_step_gradient():

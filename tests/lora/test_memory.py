@@ -64,7 +64,7 @@ def measure(kind: str, adapted: bool, algo) -> dict:
     state = learner.init()
     nbytes = lambda tree: sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(tree))
     return {
-        "trace_bytes": nbytes(state.traces) + nbytes(state.x_traces),
+        "trace_bytes": nbytes(state.traces),
         "op_bytes": [param_trace_bytes(learner.graph, op) for op in learner.graph.ops if op.weight_params],
         "n_ops_kept": sum(m != "none" for m in learner.modes),
         "params": sum(a.size for a in jax.tree.leaves(learner.params())),

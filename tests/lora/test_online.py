@@ -2,7 +2,7 @@
 
 On an exact model (leaky units without recurrent weights driven by a LoRA weight,
 memoryless readout; ``tests/lora/models.py``) the D-RTRL gradients of ``A`` and ``B``
-equal BPTT's (float64, max abs diff <= 1e-6) for the dense, transposed, conv and
+equal BPTT's (float64, max abs diff <= ``EXACT_F64_ATOL``; measured <= 4e-15) for the dense, transposed, conv and
 embedding helpers, for a model adapted in place by ``lora.adapt`` and for
 ``nn.LoRA``. ES-D-RTRL meets cosine floors measured 2026-11-23 (jax 0.10.2 CPU,
 float64, T=20, B=2; ``python -m tests.lora.test_online``), rounded down to two
@@ -37,7 +37,7 @@ import disttrace as dt
 from disttrace import lora
 from disttrace.compiler import DiagnosticKind
 from disttrace.nn._lora import LoRA
-from disttrace.testing import cosine, flat, gradients
+from disttrace.testing import EXACT_F64_ATOL, cosine, flat, gradients
 from disttrace.train import Trainer
 from tests.lora.models import N_IN, B, LeakyLoRA, N
 
@@ -89,8 +89,8 @@ def test_d_rtrl_gradients_of_the_factors_equal_bptt(x64, name):
     for path in factors:
         for leaf_ref, leaf_got in zip(jax.tree.leaves(ref[path]), jax.tree.leaves(got[path])):
             assert np.abs(np.asarray(leaf_ref)).max() > 1e-3, f"{path}: BPTT gradient ~0, the comparison is vacuous"
-            np.testing.assert_allclose(leaf_got, leaf_ref, rtol=0, atol=1e-6, err_msg=str(path))
-    np.testing.assert_allclose(flat(got), flat(ref), rtol=0, atol=1e-6)
+            np.testing.assert_allclose(leaf_got, leaf_ref, rtol=0, atol=EXACT_F64_ATOL, err_msg=str(path))
+    np.testing.assert_allclose(flat(got), flat(ref), rtol=0, atol=EXACT_F64_ATOL)
 
 
 @pytest.mark.parametrize("name", ["dense", "embedding", "adapt"])
@@ -98,7 +98,7 @@ def test_chunked_d_rtrl_equals_bptt(x64, name):
     xs, ys = _data()
     ref = gradients(MODELS[name], dt.BPTT, xs, ys)
     got = gradients(MODELS[name], dt.D_RTRL, xs, ys, chunk_size=7)  # 20 = 2 chunks of 7 + 6
-    np.testing.assert_allclose(flat(got), flat(ref), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(flat(got), flat(ref), rtol=0, atol=EXACT_F64_ATOL)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -109,6 +109,7 @@ def test_es_d_rtrl_meets_its_cosine_floor(x64, name):
     assert cosine(got, ref) >= ES_FLOORS[name]
 
 
+@pytest.mark.usefixtures("optax_promotion")  # steps optax.adam
 @pytest.mark.parametrize("algo", [dt.D_RTRL, dt.ES_D_RTRL])
 def test_frozen_base_has_no_trace_no_gradient_and_no_update(algo):
     model = LeakyLoRA("dense")
@@ -120,8 +121,9 @@ def test_frozen_base_has_no_trace_no_gradient_and_no_update(algo):
     assert any(r.kind is DiagnosticKind.CONSTANT_OP for r in learner.graph.records)
     assert all(learner.modes[op.index] == "none" for op in const)
     state = learner.init()
-    assert not any(k.startswith(f"op{op.index}/") or k == f"op{op.index}" for op in const
-                   for k in (*state.traces, *state.x_traces))
+    # only the ops with parameters have traces (a constant op has no name to keep one under)
+    assert set(state.traces) == {op.key for op in learner.graph.ops if op.weight_params and op.groups}
+    assert all(op.key == "" for op in const)
     # the learner's own (instantaneous) gradients have no entry for it
     mse = lambda out, y: jnp.mean((out - y) ** 2)
     learner.loss_fn = mse
@@ -160,7 +162,8 @@ def test_nn_lora_frozen_base_and_trace_sizes():
     learner = dt.compile(Leaky(), dt.D_RTRL, jnp.zeros((B, N_IN)), batch_size=B)
     assert set(learner.param_states) == {("layer", "weight")}
     traces = learner.init().traces
-    assert [v[0].shape for v in traces.values()] == [(B, 1, N_IN, N)]  # the lora op only: a dense-sized trace
+    # the lora op only: a dense-sized D-RTRL trace
+    assert [e[0].shape for v in traces.values() for e in v.e.values()] == [(B, 1, N_IN, N)]
 
 
 class RecurrentLoRA(brainstate.nn.Module):

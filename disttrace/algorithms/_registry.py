@@ -1,0 +1,78 @@
+"""Algorithms by name, and an algorithm argument (class, instance or name) -> a spec.
+
+``disttrace.compile`` and the config layer resolve their ``algorithm`` argument here;
+:func:`register` adds a user's algorithm under a name. A spec is anything with
+``rules(graph)`` (:class:`~disttrace.algorithms._rule.Algorithm`), or ``BPTT``.
+"""
+
+from __future__ import annotations
+
+from disttrace.algorithms._bptt import BPTT
+from disttrace.algorithms._d_rtrl import D_RTRL
+from disttrace.algorithms._es_d_rtrl import ES_D_RTRL
+from disttrace.algorithms._hybrid import Hybrid
+from disttrace.algorithms._rule import Algorithm
+
+__all__ = ["assign_modes", "register", "registered", "resolve"]
+
+_BY_NAME: dict[str, type] = {
+    "d_rtrl": D_RTRL,
+    "es_d_rtrl": ES_D_RTRL,
+    "pp_prop": ES_D_RTRL,
+    "hybrid": Hybrid,
+    "bptt": BPTT,
+}
+
+
+def _normal(name: str) -> str:
+    return name.lower().replace("-", "_")
+
+
+def register(name: str, algorithm: type) -> type:
+    """Makes ``algorithm`` (a spec class) available by ``name`` (case and ``-``/``_``
+    insensitive) to ``disttrace.compile`` and configs; returns it (usable as a decorator
+    via ``functools.partial``).
+
+    Raises:
+      ValueError: if the name is taken by another class.
+    """
+    key = _normal(name)
+    if _BY_NAME.get(key, algorithm) is not algorithm:
+        raise ValueError(f"register: algorithm name {name!r} is taken by {_BY_NAME[key].__name__}")
+    _BY_NAME[key] = algorithm
+    return algorithm
+
+
+def registered() -> tuple[str, ...]:
+    """Every algorithm name, sorted."""
+    return tuple(sorted(_BY_NAME))
+
+
+def resolve(algorithm, options: dict, who: str = "compile"):
+    """A spec instance from a class, an instance or a registered name (+ options).
+
+    Raises:
+      ValueError: on an unknown name, options given with an instance, or anything else.
+    """
+    if isinstance(algorithm, str):
+        key = _normal(algorithm)
+        if key not in _BY_NAME:
+            raise ValueError(f"{who}: unknown algorithm {algorithm!r}; allowed: {list(registered())}")
+        algorithm = _BY_NAME[key]
+    if isinstance(algorithm, type):
+        if algorithm is BPTT or issubclass(algorithm, BPTT) or hasattr(algorithm, "rules"):
+            return algorithm(**options)
+    elif isinstance(algorithm, BPTT | Algorithm):
+        if options:
+            raise ValueError(f"{who}: options {sorted(options)} given with an algorithm instance; set them on it")
+        return algorithm
+    raise ValueError(
+        f"{who}: argument 'algorithm' must be D_RTRL, ES_D_RTRL, Hybrid, BPTT or another spec with "
+        f"rules(graph) (class, instance or registered name {list(registered())}); got {algorithm!r}"
+    )
+
+
+def assign_modes(graph, spec) -> tuple[str, ...]:
+    """Per op of ``graph`` the dimension of the rule ``spec`` gives it: ``"param"``
+    (D-RTRL-like), ``"io"`` (ES-D-RTRL-like) or ``"none"`` (reaches no hidden state)."""
+    return tuple("none" if r is None else r.dimension for r in spec.rules(graph))
