@@ -1,7 +1,7 @@
 """Scaling of the sharded online step: throughput vs devices, trace memory vs network size.
 
 Net: ``dt.nn.SpikingNet(n_in, n, n_out, recurrent=True)`` (one recurrent LIF layer and a
-leaky readout), MSE loss, Adam, one ``disttrace.distributed.make_train_step`` per
+leaky readout), MSE loss, Adam, one ``disttrace.train.make_train_step`` per
 stream step.
 
 **Throughput** (``--part throughput``): stream-steps per second (batch × steps / s) of
@@ -101,6 +101,7 @@ def throughput(a, optimizer) -> list[dict]:
     import jax
     import numpy as np
 
+    import disttrace as dt
     import disttrace.distributed as dd
 
     rows = []
@@ -119,9 +120,9 @@ def throughput(a, optimizer) -> list[dict]:
                 continue
             try:
                 mesh = dd.make_mesh(data, model, devices=jax.devices()[: data * model])
-                rules = dd.partition_rules(learner, optimizer, mesh, (xs[0], ys[0]))
-                state = dd.init_train_state(learner, optimizer, rules)
-                step = dd.make_train_step(learner, optimizer, rules)
+                rules = dt.train.partition_rules(learner, optimizer, mesh, (xs[0], ys[0]))
+                state = dt.train.init_train_state(learner, optimizer, rules)
+                step = dt.train.make_train_step(learner, optimizer, rules)
                 batches = [dd.shard_batch(rules, xs[t], ys[t]) for t in range(n_data)]
                 t0 = time.perf_counter()
                 state, loss = step(state, *batches[0])
@@ -191,12 +192,12 @@ def _xla_peak(learner, optimizer, mesh, a):
     """Per-device peak of the compiled step: arguments + temporaries (output aliased)."""
     import jax
 
-    import disttrace.distributed as dd
+    import disttrace as dt
 
     batch = _batch_shapes(a)
-    rules = dd.partition_rules(learner, optimizer, mesh, batch)
-    step = dd.make_train_step(learner, optimizer, rules)
-    shapes = jax.eval_shape(lambda: dd.train_state(learner, optimizer))
+    rules = dt.train.partition_rules(learner, optimizer, mesh, batch)
+    step = dt.train.make_train_step(learner, optimizer, rules)
+    shapes = jax.eval_shape(lambda: dt.train.init_train_state(learner, optimizer))
     ma = step.lower(shapes, *batch).compile().memory_analysis()
     return ma.argument_size_in_bytes + ma.temp_size_in_bytes + ma.output_size_in_bytes - ma.alias_size_in_bytes
 
@@ -205,6 +206,7 @@ def memory(a, optimizer) -> dict:
     import jax
     from jax.sharding import AbstractMesh
 
+    import disttrace as dt
     import disttrace.distributed as dd
 
     layouts = [_layout(t) for t in a.mem_layouts]
@@ -217,7 +219,7 @@ def memory(a, optimizer) -> dict:
         learner = _learner(a, n, "d_rtrl")
         entry = {}
         for (d, m), text in zip(layouts, a.mem_layouts):
-            rules = dd.partition_rules(learner, optimizer, AbstractMesh((d, m), ("data", "model")), batch)
+            rules = dt.train.partition_rules(learner, optimizer, AbstractMesh((d, m), ("data", "model")), batch)
             entry[text] = {"state": rules.bytes_per_device(), "trace": rules.bytes_per_device("learner_state/traces/")}
             if d * m <= jax.device_count() and n in a.mem_n:
                 mesh = dd.make_mesh(d, m, devices=jax.devices()[: d * m])

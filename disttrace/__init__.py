@@ -1,10 +1,11 @@
 """disttrace: distributed online learning for recurrent and spiking networks in JAX.
 
 Layers, from low to high (imports go downward only; enforced by import-linter):
-``errors`` -> ``ops`` (trace ops) -> ``compiler`` (jaxpr -> ETraceGraph) ->
-``algorithms`` (D-RTRL, ES-D-RTRL, Hybrid, BPTT) -> ``lora`` -> ``nn`` (layers) ->
-``distributed`` (mesh, partition rules, sharded step) -> ``checkpoint`` (Orbax) ->
-``tasks`` (built-in streams) -> ``train`` (Trainer, StreamTrainer). ``config`` and ``launch/`` sit on top.
+``errors``/``checks`` -> ``ops`` (trace ops) -> ``compiler`` (jaxpr -> ETraceGraph) ->
+``algorithms`` (one module per learning rule, the OnlineLearner, BPTT) -> ``lora`` -> ``nn``
+(layers) -> ``distributed`` (mesh, partition rules) -> ``checkpoint`` (Orbax) -> ``tasks``
+(built-in tasks) -> ``train`` (TrainState, train_step, Trainer) -> ``config`` (registries,
+YAML) -> ``testing`` (BPTT oracle helpers). ``launch/`` sits on top. See docs/design.md.
 """
 
 from disttrace import algorithms as algorithms

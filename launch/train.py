@@ -1,88 +1,171 @@
-"""Online training on a built-in task: ``python -m launch.train [--config FILE] [--steps N]
-[--checkpoint-dir DIR]``.
+"""Online training on a built-in task, from a config.
 
-With a checkpoint directory the run saves parameters, optimizer state and the data RNG
-every ``checkpoint_every`` steps and at the end, and a rerun of the same command resumes
-from the latest one (a killed run loses at most ``checkpoint_every`` steps; the resumed
-run computes exactly what the uninterrupted one would have)."""
+    python -m launch.train [--config FILE] [--set KEY=VALUE ...] [--KEY VALUE ...]
+                           [--checkpoint-dir DIR] [--restore-step N]
+
+Without ``--config`` the built-in defaults run (the same as ``configs/evidence_lif.yaml``):
+online D-RTRL on evidence accumulation. With a checkpoint directory the run saves the
+whole training state (and its config) every ``checkpoint.every`` steps and at the end,
+and a rerun of the same command resumes from the newest good checkpoint (a killed run
+loses at most ``checkpoint.every`` steps; the resumed run computes exactly what the
+uninterrupted one would have). A checkpoint of another algorithm or model is refused.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import sys
 import time
 from pathlib import Path
 
-import brainstate
-import jax
-import jax.numpy as jnp
-import optax
 
-import disttrace as dt
-from disttrace.checkpoint import Checkpointer
-from disttrace.config import TrainConfig, load
-from disttrace.tasks import EvidenceAccumulation
-from disttrace.train import Trainer
+def _config_package():
+    """``disttrace.config`` without importing ``disttrace`` (and so JAX) first, so that
+    ``--help`` and config errors answer at once: the package imports nothing but its own
+    modules, the standard library and yaml."""
+    if "disttrace.config" in sys.modules:
+        return sys.modules["disttrace.config"]
+    if "disttrace" in sys.modules:
+        import disttrace.config
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "evidence_lif.yaml"
-
-
-def main(cfg: TrainConfig) -> float:
-    """Trains and returns the held-out accuracy."""
-    return train(cfg)[1]
-
-
-def train(cfg: TrainConfig) -> tuple[Trainer, float]:
-    """Trains (resuming from ``cfg.checkpoint_dir`` if it has a checkpoint); returns the
-    trainer and the held-out accuracy."""
-    brainstate.random.seed(cfg.seed)
-    task = EvidenceAccumulation(n_cues=cfg.task.n_cues, delay=cfg.task.delay)
-    net = dt.nn.SpikingNet(
-        task.n_in, cfg.model.n_rec, task.n_out, n_layers=cfg.model.n_layers, neuron=cfg.model.neuron,
-        recurrent=True, tau=cfg.model.tau, tau_out=cfg.model.tau_out,
+        return disttrace.config
+    root = Path(importlib.util.find_spec("disttrace").origin).parent / "config"
+    spec = importlib.util.spec_from_file_location(
+        "disttrace.config", root / "__init__.py", submodule_search_locations=[str(root)]
     )
-    learner = dt.compile(net, cfg.algorithm, jnp.zeros((cfg.batch_size, task.n_in)), batch_size=cfg.batch_size)
-    trainer = Trainer(learner, optax.adam(cfg.learning_rate), chunk_size=cfg.chunk_size)
-    key = jax.random.PRNGKey(cfg.seed)
-    print(f"disttrace {dt.__version__}: {cfg.algorithm} on evidence accumulation (T={task.length}), "
-          f"{cfg.model.n_rec} {cfg.model.neuron.upper()} neurons, batch {cfg.batch_size}, {jax.devices()[0].platform}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["disttrace.config"] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules["disttrace.config"]
+        raise
+    return module
+
+
+config = _config_package()
+TrainConfig = config.TrainConfig
+PROG = "python -m launch.train"
+
+
+def _same_run(saved: dict | None, cfg, directory: str) -> None:
+    if saved is None:
+        return
+    mine = config.to_data(cfg)
+    for section in ("algorithm", "model"):
+        if saved.get(section) != mine[section]:
+            raise config.ConfigError(
+                section,
+                f"the checkpoint in {directory} was written with {section} {saved.get(section)}; this run has "
+                f"{mine[section]} (use another checkpoint.directory, or the checkpoint's {section})",
+            )
+
+
+def train(cfg, *, restore_step: int | None = None):
+    """Trains (resuming from ``cfg.checkpoint.directory`` if it has a checkpoint, or from
+    ``restore_step``); returns ``(trainer, held-out accuracy)``.
+
+    Raises:
+      ConfigError: on a value that fails to build, or a checkpoint of another run.
+      disttrace.errors.CheckpointError: if ``restore_step`` is incomplete or corrupt.
+    """
+    import brainstate
+    import jax
+    import jax.numpy as jnp
+
+    import disttrace as dt
+
+    brainstate.random.seed(cfg.seed)
+    task = cfg.task.build()
+    net = cfg.model.build(task.n_in, task.n_out)
+    learner = dt.compile(net, cfg.algorithm.build(), jnp.zeros((cfg.batch_size, task.n_in)), batch_size=cfg.batch_size)
+    trainer = dt.train.Trainer(
+        learner, cfg.optimizer.build(), mesh=cfg.mesh.build(), loss_fn=cfg.loss.build(), chunk_size=cfg.chunk_size,
+        seed=cfg.seed,
+    )
+    model = cfg.model
+    print(f"disttrace {dt.__version__}: {cfg.algorithm.name} on {cfg.task.name} (T={task.length}), "
+          f"{model.name} ({', '.join(f'{k}={v}' for k, v in config.to_data(model).items() if k != 'name')}), "
+          f"batch {cfg.batch_size}, {jax.devices()[0].platform}", flush=True)
     running = None
-    ckpt = Checkpointer(cfg.checkpoint_dir, max_to_keep=2) if cfg.checkpoint_dir else None
-    if ckpt is not None and ckpt.latest_step() is not None:
-        extra, meta = trainer.restore(ckpt, extra={"key": key})
-        key, running = extra["key"], meta.get("running_loss")
-        print(f"resumed from {ckpt.directory} at step {trainer.step_count}")
-    start = time.perf_counter()
-    for step in range(trainer.step_count + 1, cfg.steps + 1):
-        key, sub = jax.random.split(key)
-        loss = trainer.train_batch(*task.sample(sub, cfg.batch_size))
-        running = loss if running is None else 0.9 * running + 0.1 * loss
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            print(f"step {step:5d}  loss {running:.4f}  {time.perf_counter() - start:7.1f}s", flush=True)
-        if ckpt is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
-            trainer.save(ckpt, extra={"key": key}, meta={"running_loss": running}, force=True)
-    if ckpt is not None:
-        ckpt.close()
+    ckpt = cfg.checkpoint.build()
+    if restore_step is not None and (isinstance(restore_step, bool) or not isinstance(restore_step, int)
+                                     or restore_step < 0):
+        raise config.ConfigError("restore_step", f"must be a checkpoint step (an int >= 0); got {restore_step!r}")
+    if ckpt is None and restore_step is not None:
+        raise config.ConfigError("checkpoint.directory", "is null; --restore-step needs a checkpoint directory")
+    try:
+        if ckpt is not None and (restore_step is not None or ckpt.latest_step() is not None):
+            try:
+                meta = trainer.restore(ckpt, restore_step)
+            except ValueError as e:  # the saved state does not fit this run's algorithm or model
+                raise config.ConfigError(
+                    "checkpoint.directory",
+                    f"{ckpt.directory} holds the state of another run (this run: algorithm "
+                    f"{config.to_data(cfg.algorithm)}, model {config.to_data(cfg.model)}): {e}",
+                ) from None
+            except FileNotFoundError as e:
+                raise config.ConfigError("restore_step", str(e)) from None
+            print(f"resumed from {ckpt.directory} at step {trainer.step_count}", flush=True)
+            _same_run(meta.get("config"), cfg, ckpt.directory)
+            newer = [s for s in ckpt.steps() if s > trainer.step_count]
+            if newer and cfg.steps > trainer.step_count:
+                raise config.ConfigError(
+                    "restore_step", f"{ckpt.directory} has steps {newer} after the restored step "
+                    f"{trainer.step_count}, which training on would overwrite; train into another "
+                    f"checkpoint.directory, or set steps to {trainer.step_count} to evaluate only",
+                )
+            running = meta.get("running_loss")
+        start = time.perf_counter()
+        for step in range(trainer.step_count + 1, cfg.steps + 1):
+            xs, labels, mask = task.sample(trainer.next_key(), cfg.batch_size)
+            loss = trainer.train_trial(xs, dt.train.label_targets(labels, mask))
+            running = loss if running is None else 0.9 * running + 0.1 * loss
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                print(f"step {step:5d}  loss {running:.4f}  {time.perf_counter() - start:7.1f}s", flush=True)
+            if ckpt is not None and (step % cfg.checkpoint.every == 0 or step == cfg.steps):
+                trainer.save(ckpt, meta={"running_loss": running, "config": config.to_data(cfg)}, force=True)
+    finally:
+        if ckpt is not None:
+            ckpt.close()
     # held-out accuracy on fresh trials, evaluated with the training batch size
     eval_key = jax.random.PRNGKey(10_000 + cfg.seed)
-    accs = []
-    for i in range(max(1, cfg.eval_batch // cfg.batch_size)):
-        accs.append(trainer.accuracy(*task.sample(jax.random.fold_in(eval_key, i), cfg.batch_size)))
-    acc = sum(accs) / len(accs)
-    print(f"held-out accuracy: {acc:.3f} (chance 0.5) on {len(accs) * cfg.batch_size} trials")
+    n = max(1, cfg.eval_batch // cfg.batch_size)
+    acc = sum(trainer.evaluate(*task.sample(jax.random.fold_in(eval_key, i), cfg.batch_size)) for i in range(n)) / n
+    print(f"held-out accuracy: {acc:.3f} (chance 0.5) on {n * cfg.batch_size} trials", flush=True)
     return trainer, acc
 
 
-def parse(argv=None) -> TrainConfig:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG))
-    parser.add_argument("--steps", type=int)
-    parser.add_argument("--algorithm", choices=["d_rtrl", "es_d_rtrl", "hybrid", "bptt"])
-    parser.add_argument("--checkpoint-dir", help="save here and resume from the latest checkpoint")
-    parser.add_argument("--checkpoint-every", type=int)
-    args = parser.parse_args(argv)
-    return load(args.config, steps=args.steps, algorithm=args.algorithm, checkpoint_dir=args.checkpoint_dir,
-                checkpoint_every=args.checkpoint_every)
+def main(cfg, *, restore_step: int | None = None) -> float:
+    """Trains and returns the held-out accuracy."""
+    return train(cfg, restore_step=restore_step)[1]
+
+
+def _extra(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--restore_step", "--restore-step", type=int, default=None, metavar="N",
+                        help="resume from checkpoint step N (an error if it is missing or corrupt)")
+
+
+def parse_args(argv=None):
+    """``(cfg, namespace)`` from a command line (see ``disttrace.config.parse_args``)."""
+    return config.parse_args(argv, prog=PROG, description=__doc__, extra=_extra)
+
+
+def parse(argv=None):
+    """The :class:`TrainConfig` of a command line."""
+    return parse_args(argv)[0]
+
+
+def cli(argv=None) -> int:
+    """The command line: user errors are one line and exit code 2; Ctrl-C is 130."""
+
+    def job():
+        cfg, args = parse_args(argv)
+        main(cfg, restore_step=args.restore_step)
+
+    return config.run(job, prog=PROG)
 
 
 if __name__ == "__main__":
-    main(parse())
+    sys.exit(cli())

@@ -63,16 +63,20 @@ class DRTRLRule:
         self.keys = tuple(graph.trace_key(op, g) for g in op.groups)
         self.chunked = bool(op.rule.chunkable)
 
-    def init(self) -> DRTRLTrace:
+    @functools.cached_property
+    def _shapes(self) -> DRTRLTrace:
+        # traced once: ``init`` runs at every trial of a trainer
         rule = self.op.rule
-        e = {}
-        for key, grp in zip(self.keys, self.groups):
-            shapes = jax.eval_shape(
+        return DRTRLTrace({
+            key: jax.eval_shape(
                 lambda ops, grp=grp: rule.dr_zeros(ops, grp.shape[0], grp.k, grp.neuron_shape, grp.dtype),
                 self.op.operands,
             )
-            e[key] = tuple(jnp.zeros(s.shape, s.dtype) for s in shapes)
-        return DRTRLTrace(e)
+            for key, grp in zip(self.keys, self.groups)
+        })
+
+    def init(self) -> DRTRLTrace:
+        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), self._shapes)
 
     def zero_grad(self) -> tuple:
         rule, grp = self.op.rule, self.groups[0]

@@ -116,8 +116,12 @@ class ESRule:
         self.x_decay, self.f_decay = x_decay, f_decay
         self.chunked = bool(op.rule.es_foldable)
 
+    @functools.cached_property
+    def _x_shape(self) -> jax.ShapeDtypeStruct:
+        return jax.eval_shape(self.op.rule.es_input, self.op.operands)  # traced once, not per trial
+
     def init(self) -> ESTrace:
-        s = jax.eval_shape(self.op.rule.es_input, self.op.operands)
+        s = self._x_shape
         f = {key: jnp.zeros((grp.shape[0], grp.k, *grp.neuron_shape), grp.dtype) for key, grp in zip(self.keys, self.groups)}
         return ESTrace(jnp.zeros(s.shape, s.dtype), f)
 

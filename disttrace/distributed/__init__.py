@@ -1,12 +1,15 @@
 """Sharded online learning on a ``('data', 'model')`` device mesh, single- and multi-host.
 
 - :func:`make_mesh` builds the mesh (over all processes after :func:`initialize`);
-- :func:`partition_rules` gives every leaf of the :class:`TrainState` and of the batch
-  a ``PartitionSpec`` (batch on ``data``, neurons / op outputs on ``model``), as an
-  inspectable, overridable, validated table;
-- :func:`init_train_state`, :func:`shard_batch` and :func:`make_train_step` run the
-  online step (``learner.step`` + optax) sharded, with output shardings equal to the
-  input shardings.
+- :func:`partition_rules` gives every leaf of any state pytree and of the batch a
+  ``PartitionSpec`` (batch on ``data``, neurons / op outputs on ``model``), as an
+  inspectable, overridable, validated table; what each leaf is comes from the roles its
+  state types declare (``sharding_roles``, :data:`ROLES`);
+- :func:`shard_batch` and :func:`put_global` turn host values into global arrays laid
+  out by the rules.
+
+The training state and the sharded train step built on these live in
+:mod:`disttrace.train` (``TrainState``, ``init_train_state``, ``make_train_step``).
 
 Layer: above ``algorithms``/``compiler``, below ``nn``, ``tasks`` and ``train``.
 
@@ -15,13 +18,10 @@ Example:
   >>> mse = lambda out, y: jnp.mean((out - y) ** 2)
   >>> learner = dt.compile(dt.nn.LIFLayer(3, 8), dt.D_RTRL, jnp.zeros((4, 3)), batch_size=4, loss_fn=mse)
   >>> mesh = dd.make_mesh(data=2, model=2, devices=jax.devices()[:4])
-  >>> opt = optax.sgd(0.1)
-  >>> rules = dd.partition_rules(learner, opt, mesh, (jnp.zeros((4, 3)), jnp.zeros((4, 8))))
-  >>> state = dd.init_train_state(learner, opt, rules)
-  >>> step = dd.make_train_step(learner, opt, rules)
-  >>> state, loss = step(state, *dd.shard_batch(rules, jnp.ones((4, 3)), jnp.zeros((4, 8))))
-  >>> state.learner_state.traces["op0/g0"][0].sharding.spec
-  P('data', None, None, 'model')
+  >>> trainer = dt.train.Trainer(learner, optax.sgd(0.1), (jnp.zeros((4, 3)), jnp.zeros((4, 8))), mesh)
+  >>> loss = trainer.step(jnp.ones((4, 3)), jnp.zeros((4, 8)))
+  >>> trainer.rules.specs["learner_state/hidden/V"]
+  P('data', 'model')
 """
 
 from disttrace.distributed._mesh import AXES as AXES
@@ -30,22 +30,22 @@ from disttrace.distributed._mesh import make_mesh as make_mesh
 from disttrace.distributed._rules import LeafRule as LeafRule
 from disttrace.distributed._rules import PartitionRules as PartitionRules
 from disttrace.distributed._rules import partition_rules as partition_rules
-from disttrace.distributed._state import TrainState as TrainState
-from disttrace.distributed._state import train_state as train_state
-from disttrace.distributed._step import init_train_state as init_train_state
-from disttrace.distributed._step import make_train_step as make_train_step
+from disttrace.distributed._state import ROLES as ROLES
+from disttrace.distributed._state import leaf_roles as leaf_roles
+from disttrace.distributed._step import check_rules as check_rules
+from disttrace.distributed._step import put_global as put_global
 from disttrace.distributed._step import shard_batch as shard_batch
 
 __all__ = [
     "AXES",
+    "ROLES",
     "LeafRule",
     "PartitionRules",
-    "TrainState",
-    "init_train_state",
+    "check_rules",
     "initialize",
+    "leaf_roles",
     "make_mesh",
-    "make_train_step",
     "partition_rules",
+    "put_global",
     "shard_batch",
-    "train_state",
 ]

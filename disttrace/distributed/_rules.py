@@ -1,35 +1,39 @@
-"""Partition rules: one ``PartitionSpec`` per leaf of the training state and the batch.
+"""Partition rules: one ``PartitionSpec`` per leaf of a state pytree and of the batch.
 
 The rules are data: :class:`PartitionRules` is a table ``path -> spec`` that can be
 printed (:meth:`PartitionRules.table`), changed per path (``overrides``, a mapping of
 path regex -> spec) and is checked against the mesh before anything runs.
 
-Paths join the pytree keys with ``/``; a model path tuple prints dotted
-(``('layers', 0, 'weight')`` -> ``layers.0.weight``). Defaults by role (DESIGN §4),
-``B`` batch, ``K`` states per hidden group, ``N`` neurons, ``O`` op outputs:
+The state is any pytree; what each leaf is comes from the *roles declared by the state
+types* (``sharding_roles``, see ``_state``), never from matching field names. Paths join
+the pytree keys with ``/``; a model path tuple prints dotted (``('layers', 0, 'weight')``
+-> ``layers.0.weight``). Defaults by role (DESIGN §4), ``B`` batch, ``K`` states per
+hidden group, ``N`` neurons, ``O`` op outputs; paths as in a
+:class:`disttrace.train.TrainState`:
 
 ==========================================  =====================================
-path                                        default spec
+leaf (role)                                 default spec
 ==========================================  =====================================
-``params/<p>``                              last (output/neuron) axis on ``model``
+``params/<p>`` (param)                      last (output/neuron) axis on ``model``
                                             (``params="model"``) or replicated
                                             (``params="replicated"``); scalars
                                             replicated
-``opt_state/.../<p>``                       the spec of parameter ``<p>`` when the
+``opt_state/.../<p>`` (opt)                 the spec of parameter ``<p>`` when the
                                             leaf has its shape (Adam's ``mu``,
                                             ``nu``); otherwise (counts, factored
                                             moments) replicated
-``learner_state/hidden/<h>`` (B, ..., N)    ``P('data', ..., 'model')``; (B,):
-                                            ``P('data')``
-``learner_state/traces/op<j>/g<g>/<i>``     ``P('data', None, ..., 'model')``: the
+``learner_state/hidden/<h>`` (hidden)       ``P('data', ..., 'model')``; (B,):
+(B, ..., N)                                 ``P('data')``
+``learner_state/traces/<key>/<i>`` (trace)  ``P('data', None, ..., 'model')``: the
                                             D-RTRL trace (B, K, I, O) (matmul,
                                             LoRA), its bias part (B, K, O), conv
                                             (B, K, P, F, O), element-wise
                                             (B, K, N...), sparse (B, K, nnz) and
                                             the ES-D-RTRL output trace (B, K, N...)
-``learner_state/x_traces/op<j>`` (B, I...)  ``P('data')``
-``learner_state/aux/...``                   replicated
-``learner_state/t``, ``step``               replicated
+``learner_state/x_traces/<key>`` (x_trace)  ``P('data')``
+(B, I...)
+``learner_state/aux/...`` (aux)             replicated
+counters, RNG keys (count, rng)             replicated
 ``x/...``, ``y/...`` (B, ...)               ``P('data')``; scalars replicated
 ==========================================  =====================================
 
@@ -51,12 +55,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AbstractMesh, Mesh, NamedSharding, PartitionSpec
 
-from disttrace.compiler import path_str
 from disttrace.distributed._mesh import AXES
-from disttrace.distributed._state import TrainState, train_state
+from disttrace.distributed._state import key_str, leaf_roles
 
 __all__ = ["LeafRule", "PartitionRules", "partition_rules"]
 
@@ -68,7 +72,7 @@ class LeafRule:
     """The spec of one leaf and where it came from.
 
     Attributes:
-      path: e.g. ``"learner_state/traces/op0/g0/0"``.
+      path: e.g. ``"learner_state/hidden/layers.0.V"``.
       shape: the leaf's global shape.
       dtype: its dtype.
       spec: its ``PartitionSpec``.
@@ -80,18 +84,6 @@ class LeafRule:
     dtype: Any
     spec: PartitionSpec
     source: str
-
-
-def _key_str(k) -> str:
-    if isinstance(k, jax.tree_util.DictKey):
-        return path_str(k.key) if isinstance(k.key, tuple) else str(k.key)
-    if isinstance(k, jax.tree_util.GetAttrKey):
-        return k.name
-    if isinstance(k, jax.tree_util.SequenceKey):
-        return str(k.idx)
-    if isinstance(k, jax.tree_util.FlattenedIndexKey):
-        return str(k.key)
-    return str(k)
 
 
 def _spec_axes(entry) -> tuple[str, ...]:
@@ -110,7 +102,7 @@ def _last_axis(ndim: int, first: str | None) -> PartitionSpec:
 
 
 def _default(role: str, ndim: int, params: str) -> PartitionSpec:
-    if ndim == 0 or role in ("opt", "aux", "count", "other"):
+    if ndim == 0 or role in ("opt", "aux", "count", "rng", "replicated"):
         return PartitionSpec()
     if role == "param":
         return _last_axis(ndim, None) if params == "model" else PartitionSpec()
@@ -119,21 +111,6 @@ def _default(role: str, ndim: int, params: str) -> PartitionSpec:
     if role in ("x_trace", "batch"):
         return PartitionSpec("data")
     raise AssertionError(role)
-
-
-def _state_role(keys: tuple[str, ...]) -> str:
-    head = keys[0]
-    if head == "params":
-        return "param"
-    if head == "learner_state" and len(keys) > 1:
-        return {"hidden": "hidden", "traces": "trace", "x_traces": "x_trace", "aux": "aux", "t": "count"}.get(
-            keys[1], "other"
-        )
-    if head == "opt_state":
-        return "opt"
-    if head == "step":
-        return "count"
-    return "other"
 
 
 def _mesh_shape(mesh) -> dict[str, int]:
@@ -166,7 +143,7 @@ def _check_spec(path: str, shape: tuple[int, ...], spec: PartitionSpec, mesh_sha
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class PartitionRules:
-    """Specs for every leaf of a :class:`TrainState` and of one step's batch ``(x, y)``.
+    """Specs for every leaf of a state pytree and of one step's batch ``(x, y)``.
 
     Use :func:`partition_rules` to build one.
 
@@ -187,21 +164,21 @@ class PartitionRules:
         """``path -> PartitionSpec`` for every leaf, in tree order."""
         return {leaf.path: leaf.spec for leaf in self.leaves}
 
-    def state_specs(self) -> TrainState:
-        """The specs as a :class:`TrainState`-shaped pytree."""
+    def state_specs(self):
+        """The specs as a pytree shaped like the state."""
         return jax.tree.unflatten(self.state_tree, [leaf.spec for leaf in self.leaves[: self.n_state]])
 
     def batch_specs(self) -> tuple:
         """The specs of ``(x, y)``, shaped like the example batch."""
         return jax.tree.unflatten(self.batch_tree, [leaf.spec for leaf in self.leaves[self.n_state :]])
 
-    def state_shardings(self) -> TrainState:
-        """``NamedSharding``s shaped like the :class:`TrainState`."""
+    def state_shardings(self):
+        """``NamedSharding``s shaped like the state."""
         return jax.tree.map(lambda s: NamedSharding(self.mesh, s), self.state_specs())
 
-    def abstract_state(self) -> TrainState:
+    def abstract_state(self):
         """``jax.ShapeDtypeStruct``s with their ``NamedSharding``s, shaped like the
-        :class:`TrainState` (a restore or AOT-compile target; needs a concrete ``Mesh``)."""
+        state (a restore or AOT-compile target; needs a concrete ``Mesh``)."""
         leaves = [
             jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=NamedSharding(self.mesh, leaf.spec))
             for leaf in self.leaves[: self.n_state]
@@ -209,7 +186,7 @@ class PartitionRules:
         return jax.tree.unflatten(self.state_tree, leaves)
 
     def batch_shardings(self) -> tuple:
-        """``NamedSharding``s of ``(x, y)``."""
+        """``NamedSharding``s of ``(x, y)`` (``()`` when the rules were built without a batch)."""
         return jax.tree.map(lambda s: NamedSharding(self.mesh, s), self.batch_specs())
 
     def leaf_bytes_per_device(self, leaf: LeafRule) -> int:
@@ -267,31 +244,47 @@ def _compile_overrides(overrides) -> list[tuple[str, re.Pattern, PartitionSpec]]
 
 def _flatten(tree, prefix: tuple[str, ...] = ()):
     flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    return [(prefix + tuple(_key_str(k) for k in kp), leaf) for kp, leaf in flat], treedef
+    return [(prefix + tuple(key_str(k) for k in kp), leaf) for kp, leaf in flat], treedef
+
+
+def _abstract_leaf(x, who: str) -> jax.ShapeDtypeStruct:
+    if who == "batch" and not hasattr(x, "dtype"):
+        x = jnp.asarray(x)  # a Python scalar target (e.g. a mask): its device dtype
+    if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+        raise ValueError(
+            f"partition_rules: argument {who!r} must hold arrays or jax.ShapeDtypeStructs; got a leaf "
+            f"{type(x).__name__}"
+        )
+    return jax.ShapeDtypeStruct(np.shape(x), x.dtype)
 
 
 def partition_rules(
-    learner,
-    optimizer,
+    state,
     mesh: Mesh | AbstractMesh,
-    batch: tuple,
+    batch: tuple | None = None,
     *,
     params: str = "model",
     overrides: Mapping[str, PartitionSpec] | None = None,
+    roles: Mapping[str, str] | None = None,
 ) -> PartitionRules:
-    """Partition rules for ``learner``'s training state and batch on ``mesh``.
+    """Partition rules for any state pytree (and one step's batch) on ``mesh``.
 
     Args:
-      learner: from ``disttrace.compile`` (its state shapes are read with
-        ``jax.eval_shape``; no trace is allocated).
-      optimizer: the optax transformation whose state the rules cover.
+      state: the state: a pytree of arrays or ``jax.ShapeDtypeStruct``s (e.g.
+        ``jax.eval_shape`` of its constructor, so nothing is allocated). Leaf roles come
+        from the ``sharding_roles`` its types declare (``_state``); a
+        :class:`disttrace.train.TrainState` declares all of them
+        (``disttrace.train.partition_rules`` builds one for a learner).
       mesh: a mesh with axes ``'data'`` and ``'model'`` (:func:`make_mesh`), or a
         ``jax.sharding.AbstractMesh`` for layout arithmetic without devices.
-      batch: one step's ``(x, y)``: arrays or ``jax.ShapeDtypeStruct``s, batch-leading.
+      batch: one step's ``(x, y)``: arrays or ``jax.ShapeDtypeStruct``s, batch-leading;
+        ``None``: rules for the state alone.
       params: ``"model"`` (the last axis of every parameter on ``model``) or
         ``"replicated"``.
       overrides: ``{path_regex: PartitionSpec}``; ``re.fullmatch`` on the paths of
         :attr:`PartitionRules.specs`, first match wins.
+      roles: ``field -> role`` for the root, when its type declares none (e.g. a
+        plain dict state).
 
     Returns:
       A validated :class:`PartitionRules`.
@@ -303,15 +296,13 @@ def partition_rules(
         the mesh.
 
     Example:
-      >>> import jax, jax.numpy as jnp, optax, disttrace as dt, disttrace.distributed as dd
-      >>> from jax.sharding import AbstractMesh, PartitionSpec as P
-      >>> learner = dt.compile(dt.nn.LIFLayer(3, 4), dt.D_RTRL, jnp.zeros((2, 3)), batch_size=2)
-      >>> mesh = AbstractMesh((2, 2), ("data", "model"))
-      >>> rules = dd.partition_rules(learner, optax.sgd(0.1), mesh, (jnp.zeros((2, 3)), jnp.zeros((2, 4))))
-      >>> rules.specs["learner_state/traces/op0/g0/0"]  # (B, K, I, O)
-      P('data', None, None, 'model')
-      >>> rules.specs["params/weight"]
-      P(None, 'model')
+      >>> import jax.numpy as jnp, disttrace.distributed as dd
+      >>> from jax.sharding import AbstractMesh
+      >>> state = {"params": {"w": jnp.zeros((3, 4))}, "hidden": jnp.zeros((2, 4))}
+      >>> rules = dd.partition_rules(state, AbstractMesh((2, 2), ("data", "model")),
+      ...                            roles={"params": "param", "hidden": "hidden"})
+      >>> rules.specs
+      {'hidden': P('data', 'model'), 'params/w': P(None, 'model')}
     """
     if params not in _PARAM_MODES:
         raise ValueError(f"partition_rules: argument 'params' must be one of {_PARAM_MODES}; got {params!r}")
@@ -322,7 +313,7 @@ def partition_rules(
         raise ValueError(
             f"partition_rules: argument 'mesh' must have axes {AXES} (see make_mesh); got axes {tuple(mesh_shape)}"
         )
-    if not isinstance(batch, tuple) or len(batch) != 2:
+    if batch is not None and (not isinstance(batch, tuple) or len(batch) != 2):
         raise ValueError(f"partition_rules: argument 'batch' must be one step's (x, y); got {type(batch).__name__}")
     rules = _compile_overrides(overrides)
     matched: set[str] = set()
@@ -334,30 +325,33 @@ def partition_rules(
                 return spec, f"override {pattern!r}"
         return None
 
-    shapes = jax.eval_shape(lambda: train_state(learner, optimizer))
+    shapes = jax.tree.map(lambda x: _abstract_leaf(x, "state"), state)
+    state_roles = leaf_roles(state, roles)
     state_leaves, state_tree = _flatten(shapes)
-    batch_leaves, batch_tree = _flatten(jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), batch))
-    batch_leaves = [((("x", "y")[int(keys[0])],) + keys[1:], leaf) for keys, leaf in batch_leaves]
+    if batch is None:
+        batch_leaves, batch_tree = [], jax.tree.structure(())
+    else:
+        batch_leaves, batch_tree = _flatten(jax.tree.map(lambda x: _abstract_leaf(x, "batch"), batch))
+        batch_leaves = [((("x", "y")[int(keys[0])],) + keys[1:], leaf) for keys, leaf in batch_leaves]
 
     # parameters first, so that optimizer leaves follow the final (overridden) param specs
     param_specs: dict[tuple[str, ...], tuple[str, tuple, PartitionSpec]] = {}
     resolved = []
-    for keys, leaf in state_leaves:
+    for (keys, leaf), (_, role, anchor) in zip(state_leaves, state_roles, strict=True):
         path = "/".join(keys)
-        role = _state_role(keys)
         spec, source = _default(role, leaf.ndim, params), f"default: {role}"
         if role == "param":
             spec, source = override(path) or (spec, source)
-            param_specs[keys[1:]] = (path, leaf.shape, spec)
+            param_specs[keys[anchor:]] = (path, leaf.shape, spec)
         resolved.append([keys, path, leaf, spec, source, role])
     for item in resolved:
         keys, path, leaf, spec, source, role = item
         if role == "param":
             continue
-        if keys[0] == "opt_state":
+        if role == "opt":
             # optax keeps param-structured subtrees whole: the longest param key path that
             # ends this leaf's path is its parameter (a shorter one could be another param)
-            follows = [(len(sfx), p) for sfx, p in param_specs.items() if keys[-len(sfx):] == sfx]
+            follows = [(len(sfx), p) for sfx, p in param_specs.items() if sfx and keys[-len(sfx):] == sfx]
             follow = max(follows, key=lambda f: f[0])[1] if follows else None
             if follow is not None and follow[1] == leaf.shape:
                 spec, source = follow[2], f"follows {follow[0]}"

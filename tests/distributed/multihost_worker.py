@@ -37,6 +37,7 @@ def main(argv=None):
     import numpy as np
     from jax.experimental import multihost_utils
 
+    import disttrace as dt
     import disttrace.distributed as dd
     from tests.distributed import cases
 
@@ -55,9 +56,9 @@ def main(argv=None):
             init = [inputs[f"{net}/{algo}/init/{i}"] for i in range(tree.num_leaves)]
             learner.binding.write(params=jax.tree.unflatten(tree, init))
             for data, model in layouts:
-                rules = dd.partition_rules(learner, cases.OPTIMIZER, dd.make_mesh(data, model), (xs[0], ys[0]))
-                state = dd.init_train_state(learner, cases.OPTIMIZER, rules)
-                step = dd.make_train_step(learner, cases.OPTIMIZER, rules)
+                rules = dt.train.partition_rules(learner, cases.OPTIMIZER, dd.make_mesh(data, model), (xs[0], ys[0]))
+                state = dt.train.init_train_state(learner, cases.OPTIMIZER, rules)
+                step = dt.train.make_train_step(learner, cases.OPTIMIZER, rules)
                 # the data axis spans both processes: feed each process only its rows
                 local = data % a.num_processes == 0
                 rows = slice(a.process_id * cases.B // a.num_processes, (a.process_id + 1) * cases.B // a.num_processes)

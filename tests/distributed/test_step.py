@@ -62,9 +62,9 @@ def test_sharded_equals_single_device(net, algo, mesh_shape):
     learner = _learner(net, algo)
     xs, ys = cases.data()
     mesh = dd.make_mesh(*mesh_shape)
-    rules = dd.partition_rules(learner, cases.OPTIMIZER, mesh, (xs[0], ys[0]))
-    state = dd.init_train_state(learner, cases.OPTIMIZER, rules)
-    step = dd.make_train_step(learner, cases.OPTIMIZER, rules)
+    rules = dt.train.partition_rules(learner, cases.OPTIMIZER, mesh, (xs[0], ys[0]))
+    state = dt.train.init_train_state(learner, cases.OPTIMIZER, rules)
+    step = dt.train.make_train_step(learner, cases.OPTIMIZER, rules)
     layout = _layout(state)
     assert jax.tree.map(lambda a: a.sharding, state) == rules.state_shardings()
     losses = []
@@ -90,13 +90,13 @@ def test_layout_is_the_rules_and_traces_are_split():
     learner = _learner("lif", "d_rtrl")
     xs, ys = cases.data()
     mesh = dd.make_mesh(2, 4)
-    rules = dd.partition_rules(learner, cases.OPTIMIZER, mesh, (xs[0], ys[0]))
-    step = dd.make_train_step(learner, cases.OPTIMIZER, rules, donate=False)
-    state = dd.init_train_state(learner, cases.OPTIMIZER, rules)
+    rules = dt.train.partition_rules(learner, cases.OPTIMIZER, mesh, (xs[0], ys[0]))
+    step = dt.train.make_train_step(learner, cases.OPTIMIZER, rules, donate=False)
+    state = dt.train.init_train_state(learner, cases.OPTIMIZER, rules)
     new, loss = step(state, *dd.shard_batch(rules, xs[0], ys[0]))
     assert jax.tree.map(lambda a: a.sharding, new) == rules.state_shardings()
     assert loss.sharding.is_fully_replicated
-    trace = new.learner_state.traces["op0/g0"][0]  # (B, K, I + N, N)
+    trace = jax.tree.leaves(new.learner_state.traces)[0]  # the first layer's D-RTRL trace (B, K, I + N, N)
     assert trace.shape == (cases.B, 1, cases.N_IN + cases.N, cases.N)
     shard_shapes = {s.data.shape for s in trace.addressable_shards}
     assert shard_shapes == {(cases.B // 2, 1, cases.N_IN + cases.N, cases.N // 4)}
@@ -111,10 +111,10 @@ def test_bptt_learner_state_shards_too():
     learner = dt.compile(cases.NETS["lif"](), dt.BPTT, jnp.zeros((cases.B, cases.N_IN)), batch_size=cases.B,
                          loss_fn=cases.mse)
     xs, ys = cases.data()
-    rules = dd.partition_rules(learner, cases.OPTIMIZER, dd.make_mesh(4, 2), (xs[0], ys[0]))
+    rules = dt.train.partition_rules(learner, cases.OPTIMIZER, dd.make_mesh(4, 2), (xs[0], ys[0]))
     assert rules.specs["learner_state/hidden/layers.0.V"] == jax.sharding.PartitionSpec("data", "model")
-    state = dd.init_train_state(learner, cases.OPTIMIZER, rules)
-    step = dd.make_train_step(learner, cases.OPTIMIZER, rules)
+    state = dt.train.init_train_state(learner, cases.OPTIMIZER, rules)
+    step = dt.train.make_train_step(learner, cases.OPTIMIZER, rules)
     for t in range(cases.T):
         state, _ = step(state, *dd.shard_batch(rules, xs[t], ys[t]))
     ref_params, _, _ = cases.reference(learner, xs, ys)

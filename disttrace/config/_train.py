@@ -1,0 +1,131 @@
+"""``TrainConfig``: one training run (the root of a YAML file), and its checkpoint and
+mesh sections.
+
+The defaults are the default job (``python -m launch.train`` with no ``--config``; the
+same as ``configs/evidence_lif.yaml``, a test checks it), so an installed package runs
+it without any file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from disttrace.config._schema import ConfigError
+from disttrace.config._sections import (
+    LOSSES,
+    AlgorithmConfig,
+    DRTRLConfig,
+    EvidenceConfig,
+    LossConfig,
+    ModelConfig,
+    OptimizerConfig,
+    SpikingNetConfig,
+    TaskConfig,
+)
+
+__all__ = ["CheckpointConfig", "MeshConfig", "TrainConfig"]
+
+
+def _positive(key: str, value, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(key, f"must be a positive int{' or null' if allow_none else ''}; got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    """Where and how often to checkpoint (``directory: null``: no checkpoints).
+
+    A rerun with the same ``directory`` resumes from its newest good step.
+    """
+
+    directory: str | None = None
+    every: int = 50
+    max_to_keep: int = 2
+    async_save: bool = True
+
+    def __post_init__(self):
+        if self.directory is not None and not self.directory:
+            raise ConfigError("directory", "must be a path or null; got ''")
+        _positive("every", self.every)
+        _positive("max_to_keep", self.max_to_keep)
+
+    def build(self):
+        """A ``disttrace.checkpoint.Checkpointer`` on :attr:`directory`, or ``None``."""
+        if self.directory is None:
+            return None
+        from disttrace.checkpoint import Checkpointer
+
+        return Checkpointer(self.directory, max_to_keep=self.max_to_keep, async_save=self.async_save)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """The ``('data', 'model')`` device mesh: ``data * model`` devices (the first ones)."""
+
+    data: int = 1
+    model: int = 1
+
+    def __post_init__(self):
+        _positive("data", self.data)
+        _positive("model", self.model)
+
+    def build(self):
+        """``disttrace.distributed.make_mesh`` over the first ``data * model`` devices.
+
+        Raises:
+          ConfigError: if there are fewer devices (the message says how many there are).
+        """
+        import jax
+
+        from disttrace import distributed as dd
+
+        n = self.data * self.model
+        devices = jax.devices()
+        if n > len(devices):
+            raise ConfigError(
+                "mesh", f"data * model = {self.data} * {self.model} = {n} devices, but there are {len(devices)} "
+                "(on CPU set XLA_FLAGS=--xla_force_host_platform_device_count=N before starting)"
+            )
+        return dd.make_mesh(self.data, self.model, devices=devices[:n])
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One run: trials of ``task`` for ``steps`` optimizer updates of ``batch_size`` trials.
+
+    Attributes:
+      algorithm, model, task, loss, optimizer, checkpoint, mesh: the sections.
+      batch_size: trials per update (B).
+      steps: optimizer updates (trials of ``batch_size``) in total, resumed ones included.
+      chunk_size: trace contraction chunk of ``etrace_grad`` (null: step by step).
+      eval_batch: held-out trials for the final accuracy.
+      seed: model initialisation and data.
+      log_every: print the running loss every this many steps.
+    """
+
+    algorithm: AlgorithmConfig = dataclasses.field(default_factory=DRTRLConfig)
+    model: ModelConfig = dataclasses.field(default_factory=SpikingNetConfig)
+    task: TaskConfig = dataclasses.field(default_factory=EvidenceConfig)
+    loss: LossConfig = dataclasses.field(default_factory=lambda: LOSSES.lookup("masked_cross_entropy", "loss")())
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    batch_size: int = 32
+    steps: int = 400
+    chunk_size: int | None = 32
+    eval_batch: int = 256
+    seed: int = 0
+    log_every: int = 10
+
+    def __post_init__(self):
+        for k in ("batch_size", "steps", "eval_batch", "log_every"):
+            _positive(k, getattr(self, k))
+        _positive("chunk_size", self.chunk_size, allow_none=True)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError("seed", f"must be an int >= 0; got {self.seed!r}")
+        if self.batch_size % self.mesh.data:
+            raise ConfigError(
+                "batch_size", f"must be divisible by mesh.data = {self.mesh.data}; got {self.batch_size}"
+            )
