@@ -1,5 +1,12 @@
-"""Test configuration: 8 fake CPU devices (set before jax is imported) and float64
-helpers for exactness checks."""
+"""Test configuration (STYLE §9): 8 fake CPU devices (set before jax is imported), strict
+JAX for the whole suite, and the float64 fixture of the exactness checks.
+
+Strict JAX: ``jax_numpy_dtype_promotion="strict"`` makes every implicit promotion between
+two different dtypes (float32 + float64, int32 * float32, ...) an error, so a test fails
+where library code silently mixes dtypes instead of computing in a wider type than it
+meant. Python scalars stay weakly typed and are allowed. The one relaxation is the
+``optax_promotion`` fixture below. Rank promotion is left at JAX's default (see below).
+"""
 
 import os
 
@@ -10,6 +17,11 @@ import brainstate  # noqa: E402
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+# Rank promotion stays "allow": "raise" is not feasible, brainstate's own initializers
+# broadcast by rank (brainstate 0.5.4, nn/init.py:991: Orthogonal multiplies a (12, 9)
+# matrix by a (9,) vector) and so does every bias add ``x @ w + b``.
+
 
 @pytest.fixture
 def x64():
@@ -19,3 +31,17 @@ def x64():
     yield
     brainstate.environ.set(precision=32)
     jax.config.update("jax_enable_x64", False)
+
+
+@pytest.fixture
+def optax_promotion():
+    """Standard dtype promotion for one test: the suite's only relaxation of strict JAX.
+
+    optax's Adam family cannot run under strict promotion: ``scale_by_adam``'s bias
+    correction computes ``1 - b1 ** count`` with ``count`` an int32 array and ``b1`` a
+    Python float, which has no implicit promotion path (optax 0.2.8). Use it, with
+    ``@pytest.mark.usefixtures("optax_promotion")``, only on tests that step such an
+    optimizer; the library's own code paths stay under strict promotion everywhere else.
+    """
+    with jax.numpy_dtype_promotion("standard"):
+        yield

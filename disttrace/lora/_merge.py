@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from disttrace import checks
 from disttrace.lora._factors import LoRAFactors, LoRAWeight
 from disttrace.lora._spec import FREEZE, FULL, check_rank, matrix_shape
 
@@ -91,8 +92,7 @@ def merge(params: Any, lora_params: Any, spec: Any, *, donate: bool = False) -> 
       True
     """
     who = "merge"
-    if not isinstance(donate, bool):
-        raise ValueError(f"{who}: argument 'donate' must be a bool; got {donate!r}")
+    checks.boolean(who, "donate", donate)
     decisions = tuple(jax.tree.leaves(spec))
     ws = _slots(who, "params", spec, params)
     slots = _slots(who, "lora_params", spec, lora_params)

@@ -18,6 +18,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from disttrace import checks
+
 __all__ = ["FREEZE", "FULL", "Decision", "check_rank", "lora_scale", "make_lora_spec", "matrix_shape"]
 
 
@@ -71,18 +73,17 @@ def lora_scale(rank: int, alpha: float = 1.0, rslora: bool = False) -> float:
     rsLoRA (Kalajdzievski, 2023) keeps the update's scale stable as ``r`` grows.
 
     Raises:
-      ValueError: if ``alpha`` is not a positive number or ``rslora`` not a bool.
+      ArgumentTypeError: if ``alpha`` is not a number or ``rslora`` not a bool.
+      ValueError: if ``alpha`` is not finite and > 0.
 
     Example:
       >>> from disttrace.lora import lora_scale
       >>> lora_scale(4, alpha=8.0), lora_scale(4, alpha=8.0, rslora=True)
       (2.0, 4.0)
     """
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not alpha > 0 or not math.isfinite(alpha):
-        raise ValueError(f"LoRA: argument 'alpha' must be a positive number; got {alpha!r}")
-    if not isinstance(rslora, bool):
-        raise ValueError(f"LoRA: argument 'rslora' must be a bool; got {rslora!r}")
-    return float(alpha) / (math.sqrt(rank) if rslora else rank)
+    alpha = checks.number("LoRA", "alpha", alpha, low=0.0, low_open=True)
+    checks.boolean("LoRA", "rslora", rslora)
+    return alpha / (math.sqrt(rank) if rslora else rank)
 
 
 def _plain_path(path) -> tuple:
@@ -160,10 +161,8 @@ def make_lora_spec(
       >>> spec["w"], spec["b"]
       (4, <Decision.FREEZE: 'freeze'>)
     """
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"make_lora_spec: argument 'rank' must be a positive int; got {rank!r}")
-    if not isinstance(tune_vectors, bool):
-        raise ValueError(f"make_lora_spec: argument 'tune_vectors' must be a bool; got {tune_vectors!r}")
+    rank = checks.positive_int("make_lora_spec", "rank", rank)
+    checks.boolean("make_lora_spec", "tune_vectors", tune_vectors)
     if decision_fn is not None and not callable(decision_fn):
         raise ValueError(f"make_lora_spec: argument 'decision_fn' must be callable or None; got {decision_fn!r}")
     leaves, tree = jax.tree_util.tree_flatten_with_path(params)

@@ -27,9 +27,9 @@ _XAVIER = brainstate.nn.init.XavierNormal()
 
 
 def _tuple(who, arg, value, nd):
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value,) * nd
-    if not (isinstance(value, Sequence) and len(value) == nd):
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        value = (value,) * nd  # one value for every dim; positive_int below rejects a non-int
+    if len(value) != nd:
         raise ValueError(f"{who}: argument {arg!r} must be an int or a tuple of {nd} ints; got {value!r}")
     return tuple(check.positive_int(who, arg, v) for v in value)
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import brainstate
 import jax
 import jax.numpy as jnp
 
+from disttrace.checks import ArgumentTypeError
 from disttrace.nn import _validation as check
 from disttrace.ops import embedding
 
@@ -50,18 +52,16 @@ class Embedding(brainstate.nn.Module):
         self.num_embeddings = check.positive_int("Embedding", "num_embeddings", num_embeddings)
         self.embedding_size = check.size("Embedding", "embedding_size", embedding_size)
         self.out_size = self.embedding_size
-        if padding_idx is not None and (
-            isinstance(padding_idx, bool)
-            or not isinstance(padding_idx, int)
-            or not -self.num_embeddings <= padding_idx < self.num_embeddings
-        ):
-            raise ValueError(
-                f"Embedding: argument 'padding_idx' must be in [-{num_embeddings}, {num_embeddings}); got {padding_idx!r}"
-            )
-        if max_norm is not None and not max_norm > 0:
-            raise ValueError(f"Embedding: argument 'max_norm' must be > 0 or None; got {max_norm!r}")
-        if not (isinstance(norm_type, int | float) and not isinstance(norm_type, bool) and norm_type > 0):
-            raise ValueError(f"Embedding: argument 'norm_type' must be a number > 0; got {norm_type!r}")
+        if padding_idx is not None:
+            n = self.num_embeddings
+            check.number("Embedding", "padding_idx", padding_idx, low=-n, high=n, high_open=True)
+            if not isinstance(padding_idx, numbers.Integral):  # number() also takes floats
+                raise ArgumentTypeError(
+                    f"Embedding: argument 'padding_idx' must be an int in [-{n}, {n}) or None; got {padding_idx!r}"
+                )
+        if max_norm is not None:
+            check.number("Embedding", "max_norm", max_norm, low=0.0, low_open=True)
+        check.number("Embedding", "norm_type", norm_type, low=0.0, low_open=True)
         if scale_grad_by_freq:
             raise ValueError("Embedding: argument 'scale_grad_by_freq' must be False (not supported by online learning)")
         self.padding_idx = None if padding_idx is None else padding_idx % self.num_embeddings

@@ -26,18 +26,12 @@ import math
 import brainstate
 import jax.numpy as jnp
 
-from disttrace import lora
+from disttrace import checks, lora
 from disttrace.ops import lora_matmul
 
 __all__ = ["LoRA"]
 
 _LECUN = brainstate.nn.init.LecunNormal()
-
-
-def _positive_int(arg: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | jnp.integer) or value < 1:
-        raise ValueError(f"LoRA: argument {arg!r} must be a positive int; got {value!r}")
-    return int(value)
 
 
 class LoRA(brainstate.nn.Module):
@@ -93,16 +87,14 @@ class LoRA(brainstate.nn.Module):
         freeze_base: bool = True,
     ):
         super().__init__()
-        self.in_features = _positive_int("in_features", in_features)
-        self.out_features = _positive_int("out_features", out_features)
-        _positive_int("lora_rank", lora_rank)
+        self.in_features = checks.positive_int("LoRA", "in_features", in_features)
+        self.out_features = checks.positive_int("LoRA", "out_features", out_features)
+        checks.positive_int("LoRA", "lora_rank", lora_rank)
         self.lora_rank = lora.check_rank("LoRA: argument 'lora_rank'", lora_rank, (self.in_features, self.out_features))
-        if init not in lora.INITS:
-            raise ValueError(f"LoRA: argument 'init' must be one of {lora.INITS}; got {init!r}")
+        checks.one_of("LoRA", "init", init, lora.INITS)
         if base_module is not None and not callable(base_module):
             raise ValueError(f"LoRA: argument 'base_module' must be a callable module or None; got {base_module!r}")
-        if not isinstance(freeze_base, bool):
-            raise ValueError(f"LoRA: argument 'freeze_base' must be a bool; got {freeze_base!r}")
+        checks.boolean("LoRA", "freeze_base", freeze_base)
         self.scale = lora.lora_scale(self.lora_rank, 1.0 if alpha is None else alpha)
         self.in_size, self.out_size = (self.in_features,), (self.out_features,)
         if in_size is not None:

@@ -12,6 +12,7 @@ import math
 import brainstate
 import jax.numpy as jnp
 
+from disttrace.nn import _validation as check
 from disttrace.nn._linear import Linear
 from disttrace.nn._rnn import _check_size
 from disttrace.ops import element_wise
@@ -74,15 +75,12 @@ class LRUCell(brainstate.nn.Module):
     ):
         super().__init__(name=name)
         h, n = _check_size("LRUCell", "d_model", d_model), _check_size("LRUCell", "d_hidden", d_hidden)
-        for arg, v in (("r_min", r_min), ("r_max", r_max), ("max_phase", max_phase)):
-            if isinstance(v, bool) or not isinstance(v, int | float):
-                raise ValueError(f"LRUCell: argument {arg!r} must be a real number; got {v!r}")
+        r_min, r_max = check.number("LRUCell", "r_min", r_min), check.number("LRUCell", "r_max", r_max)
+        max_phase = check.number("LRUCell", "max_phase", max_phase, low=0.0, low_open=True)
         if not 0.0 <= r_min < r_max <= 1.0:
             raise ValueError(
                 f"LRUCell: arguments 'r_min', 'r_max' must satisfy 0 <= r_min < r_max <= 1; got {r_min!r}, {r_max!r}"
             )
-        if not max_phase > 0:
-            raise ValueError(f"LRUCell: argument 'max_phase' must be > 0; got {max_phase!r}")
         self.d_model, self.d_hidden = h, n
         self.in_size, self.out_size = (h,), (h,)
         rand = brainstate.random

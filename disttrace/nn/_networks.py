@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import brainstate
 
+from disttrace import checks
 from disttrace.nn._readout import LeakyRateReadout
 from disttrace.nn._spiking_layers import ALIFLayer, LIFLayer
 
@@ -34,10 +35,8 @@ class SpikingNet(brainstate.nn.Module):
 
     def __init__(self, n_in, n_rec, n_out, n_layers=1, neuron="lif", recurrent=True, tau_out=5.0, **neuron_kwargs):
         super().__init__()
-        if neuron not in ("lif", "alif"):
-            raise ValueError(f"SpikingNet: argument 'neuron' must be 'lif' or 'alif'; got {neuron!r}")
-        if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
-            raise ValueError(f"SpikingNet: argument 'n_layers' must be a positive int; got {n_layers!r}")
+        checks.one_of("SpikingNet", "neuron", neuron, ("lif", "alif"))
+        n_layers = checks.positive_int("SpikingNet", "n_layers", n_layers)
         cls = LIFLayer if neuron == "lif" else ALIFLayer
         self.layers = [
             cls(n_in if i == 0 else n_rec, n_rec, recurrent=recurrent, **neuron_kwargs) for i in range(n_layers)

@@ -1,22 +1,25 @@
-"""Argument checks shared by the layers: every message names the layer, the argument,
-the value given and what is allowed."""
+"""Argument checks specific to the layers (sizes, input shapes, time constants); the
+generic ones (``positive_int``, ``number``, ...) are :mod:`disttrace.checks`'s, re-exported
+here so a layer imports one module. Every message names the layer, the argument, the
+value given and what is allowed."""
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import brainstate
 import brainunit as u
 import jax.numpy as jnp
 
+from disttrace.checks import ArgumentTypeError
+from disttrace.checks import boolean as boolean
+from disttrace.checks import non_negative_int as non_negative_int
+from disttrace.checks import number as number
+from disttrace.checks import one_of as one_of
+from disttrace.checks import positive_int as positive_int
+
 __all__: list[str] = []
-
-
-def positive_int(who: str, arg: str, value) -> int:
-    """``value`` as an int >= 1, or a ValueError naming ``arg``."""
-    if isinstance(value, bool) or not isinstance(value, int | jnp.integer) or value < 1:
-        raise ValueError(f"{who}: argument {arg!r} must be a positive int; got {value!r}")
-    return int(value)
 
 
 def size(who: str, arg: str, value) -> tuple[int, ...]:
@@ -47,13 +50,18 @@ def trailing(who: str, x, shape: tuple[int, ...], name: str = "x") -> bool:
 
 def steps(who: str, arg: str, value, allow_zero: bool = False) -> float:
     """A time constant in simulation steps: a number of steps, or a ``brainunit``
-    quantity (e.g. ``5 * u.ms``) divided by ``brainstate.environ.get_dt()``."""
+    quantity (e.g. ``5 * u.ms``) divided by ``brainstate.environ.get_dt()``.
+
+    Raises:
+      ArgumentTypeError: if ``value`` is neither a real number (``bool`` excluded) nor a
+        time quantity.
+      ValueError: if it is not finite or not > 0 (>= 0 with ``allow_zero``).
+    """
     if isinstance(value, u.Quantity):
         value = float(u.maybe_decimal(value / brainstate.environ.get_dt()))
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{who}: argument {arg!r} must be a number of steps or a time quantity; got {value!r}") from None
-    if not (value > 0 or (allow_zero and value == 0)):
-        raise ValueError(f"{who}: argument {arg!r} must be {'>= 0' if allow_zero else '> 0'} (steps); got {value!r}")
-    return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(
+            f"{who}: argument {arg!r} must be a number of steps or a time quantity (e.g. 5 * u.ms); "
+            f"got {value!r} ({type(value).__name__})"
+        )
+    return number(who, arg, value, low=0.0, low_open=not allow_zero)

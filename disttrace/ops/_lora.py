@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from disttrace import checks
 from disttrace.ops._conv import _ConvRule, _dimension_numbers
 from disttrace.ops._matmul import MatmulRule
 from disttrace.ops._registry import register, trace_op
@@ -101,15 +102,11 @@ def lora_matmul(x: jax.Array, lora_b: jax.Array, lora_a: jax.Array, alpha: float
         )
     if x.ndim not in (1, 2) or x.shape[-1] != lora_a.shape[0]:
         raise ValueError(f"lora_matmul: argument 'x' must end in {lora_a.shape[0]}; got shape {x.shape}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-        raise ValueError(f"lora_matmul: argument 'alpha' must be a float; got {alpha!r}")
-    return _lora_op(x, lora_b, lora_a, float(alpha))
+    return _lora_op(x, lora_b, lora_a, checks.number("lora_matmul", "alpha", alpha))
 
 
 def _check_alpha(who: str, alpha) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float):
-        raise ValueError(f"{who}: argument 'alpha' must be a float; got {alpha!r}")
-    return float(alpha)
+    return checks.number(who, "alpha", alpha)
 
 
 def _factor_product_vjp(product, g, *factors):

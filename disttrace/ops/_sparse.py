@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from disttrace import checks
 from disttrace.ops._blocks import apply_block
 from disttrace.ops._registry import TraceOpRule, register, trace_op
 
@@ -87,8 +88,7 @@ def sparse_matmul(x: jax.Array, data: jax.Array, rows, cols, n_out: int) -> jax.
     """
     x, data = jnp.asarray(x), jnp.asarray(data)
     rows_np, cols_np = np.asarray(rows), np.asarray(cols)
-    if isinstance(n_out, bool) or not isinstance(n_out, (int, np.integer)) or n_out < 1:
-        raise ValueError(f"sparse_matmul: argument 'n_out' must be a positive int; got {n_out!r}")
+    n_out = checks.positive_int("sparse_matmul", "n_out", n_out)
     if data.ndim != 1 or rows_np.shape != data.shape or cols_np.shape != data.shape:
         raise ValueError(
             f"sparse_matmul: 'data', 'rows' and 'cols' must be 1-D of equal length; got "

@@ -15,6 +15,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from disttrace import checks
+
 __all__ = ["EvidenceAccumulation"]
 
 
@@ -42,16 +44,15 @@ class EvidenceAccumulation:
     noise_rate: float = 0.05
 
     def __post_init__(self):
-        for name in ("n_cues", "cue_len", "gap", "delay", "recall", "n_per_group"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name in ("gap", "delay") else 1):
-                raise ValueError(f"EvidenceAccumulation: argument {name!r} must be a non-negative int; got {v!r}")
+        who = "EvidenceAccumulation"
+        for name in ("n_cues", "cue_len", "recall", "n_per_group"):
+            checks.positive_int(who, name, getattr(self, name))
+        for name in ("gap", "delay"):
+            checks.non_negative_int(who, name, getattr(self, name))
         if self.n_cues % 2 == 0:
-            raise ValueError(f"EvidenceAccumulation: argument 'n_cues' must be odd (no ties); got {self.n_cues}")
+            raise ValueError(f"{who}: argument 'n_cues' must be odd (no ties); got {self.n_cues}")
         for name in ("rate", "noise_rate"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"EvidenceAccumulation: argument {name!r} must lie in [0, 1]; got {v!r}")
+            checks.unit_interval(who, name, getattr(self, name), high_open=False)
 
     @property
     def n_in(self) -> int:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import disttrace as dt
-from disttrace.testing import flat
+from disttrace.testing import EXACT_F64_ATOL, flat
 from tests.algorithms.models import APPROX, EXACT, N_IN, N_OUT
 
 T, B = 40, 2
@@ -33,28 +33,37 @@ def _run(make, algo, pieces, chunk_size=None):
 
 
 @pytest.mark.parametrize("algo", sorted(ONLINE))
-@pytest.mark.parametrize("model", ["rec_lif", "alif"])
+@pytest.mark.parametrize("model", ["rec_lif", pytest.param("alif", marks=pytest.mark.slow)])  # alif: slow pass (~2 CPU s each)
 def test_four_calls_equal_one(x64, algo, model):
     make = {**APPROX, **EXACT}[model]
     one = _run(make, ONLINE[algo], 1)
     four = _run(make, ONLINE[algo], 4)
-    np.testing.assert_allclose(flat(four), flat(one), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(flat(four), flat(one), rtol=0, atol=EXACT_F64_ATOL)
 
 
 def test_chunk_size_in_split_calls(x64):
     one = _run(APPROX["rec_lif"], dt.D_RTRL, 1)
     four = _run(APPROX["rec_lif"], dt.D_RTRL, 4, chunk_size=3)
-    np.testing.assert_allclose(flat(four), flat(one), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(flat(four), flat(one), rtol=0, atol=EXACT_F64_ATOL)
+
+
+# Slow pass only (compile-bound; CPU s for d_rtrl/es_d_rtrl/hybrid, 2026-12-02, loaded 2-core
+# CPU): models whose kind another default case covers (rec_alif ~ rec_lif, lif_hard ~ lif_soft,
+# leaky_rate ~ alif: element-wise exact models).
+SLOW_CHUNK_MODELS = {"rec_alif": (4.9, 3.4, 4.1), "lif_hard": (3.7, 1.9, 2.4), "leaky_rate": (3.1, 2.1, 3.2)}
 
 
 @pytest.mark.filterwarnings("ignore:disttrace.*same-step:UserWarning")  # GRU's reset gate: expected
 @pytest.mark.parametrize("algo", sorted(ONLINE))
-@pytest.mark.parametrize("model", sorted({**APPROX, **EXACT}))
+@pytest.mark.parametrize(
+    "model",
+    [pytest.param(m, marks=[pytest.mark.slow] if m in SLOW_CHUNK_MODELS else []) for m in sorted({**APPROX, **EXACT})],
+)
 def test_chunk_size_equals_step_by_step(x64, algo, model):
     make = {**APPROX, **EXACT}[model]
     one = _run(make, ONLINE[algo], 1)
     chunked = _run(make, ONLINE[algo], 1, chunk_size=7)  # 40 = 5 x 7 + a tail of 5
-    np.testing.assert_allclose(flat(chunked), flat(one), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(flat(chunked), flat(one), rtol=0, atol=EXACT_F64_ATOL)
 
 
 # A user rule that does not opt in to es_foldable: its es_grad reads a per-example operand
@@ -86,4 +95,4 @@ def test_user_rule_without_es_foldable_keeps_per_step_contractions(x64):
     one = _run(_Gated, dt.ES_D_RTRL, 1)
     chunked = _run(_Gated, dt.ES_D_RTRL, 1, chunk_size=7)
     assert np.abs(flat(one)).max() > 1e-3
-    np.testing.assert_allclose(flat(chunked), flat(one), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(flat(chunked), flat(one), rtol=0, atol=EXACT_F64_ATOL)

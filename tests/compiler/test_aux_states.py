@@ -9,7 +9,7 @@ import numpy as np
 
 import disttrace as dt
 from disttrace.compiler import DiagnosticKind
-from disttrace.testing import flat, gradients
+from disttrace.testing import EXACT_F64_ATOL, flat, gradients
 
 T, B = 12, 2
 
@@ -44,7 +44,7 @@ def test_frozen_weight_gets_no_gradient_and_real_weight_stays_exact(x64):
     ref = gradients(WithAux, dt.BPTT, xs, ys)
     got = gradients(WithAux, dt.D_RTRL, xs, ys)
     assert set(got) == set(ref) == {("w",)}
-    np.testing.assert_allclose(flat(got), flat(ref), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(flat(got), flat(ref), rtol=0, atol=EXACT_F64_ATOL)
 
 
 def test_written_aux_state_is_carried_across_steps():

@@ -10,7 +10,7 @@ import pytest
 
 import disttrace as dt
 from disttrace.compiler import bypass_groups, bypass_ops
-from disttrace.testing import flat, gradients
+from disttrace.testing import EXACT_F64_ATOL, flat, gradients
 from tests.algorithms.models import APPROX, N_IN, N_OUT
 
 B = 2
@@ -94,14 +94,14 @@ def test_es_equals_d_rtrl_while_its_traces_are_exact(x64, case):
     paths = sorted(ref) if paths is None else paths
     for path in paths:
         assert np.abs(flat(ref[path])).max() > 1e-3, path
-        np.testing.assert_allclose(flat(got[path]), flat(ref[path]), rtol=0, atol=1e-12, err_msg=str(path))
+        np.testing.assert_allclose(flat(got[path]), flat(ref[path]), rtol=0, atol=EXACT_F64_ATOL, err_msg=str(path))
 
 
 def test_pre_reset_model_is_exact_under_d_rtrl(x64):
     xs = jax.random.normal(jax.random.PRNGKey(2), (20, B, N_IN)) * 2.0
     ys = jax.random.normal(jax.random.PRNGKey(3), (20, B, 4))
     ref = gradients(PreResetOutput, dt.BPTT, xs, ys)
-    np.testing.assert_allclose(flat(gradients(PreResetOutput, dt.D_RTRL, xs, ys)), flat(ref), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(flat(gradients(PreResetOutput, dt.D_RTRL, xs, ys)), flat(ref), rtol=0, atol=EXACT_F64_ATOL)
     assert np.abs(flat(ref)).max() > 1e-3
 
 
@@ -116,4 +116,4 @@ def test_es_chunked_equals_step_by_step_on_bypass_paths(x64, case):
     ref = gradients(make, dt.ES_D_RTRL, xs, ys)
     got = gradients(make, dt.ES_D_RTRL, xs, ys, chunk_size=4)
     assert np.abs(flat(ref)).max() > 1e-3
-    np.testing.assert_allclose(flat(got), flat(ref), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(flat(got), flat(ref), rtol=0, atol=EXACT_F64_ATOL)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import disttrace as dt
-from disttrace.testing import cosine
+from disttrace.testing import EXACT_F64_ATOL, cosine
 
 GOLDEN = np.load(pathlib.Path(__file__).with_name("braintrace_pp_prop.npz"))
 P = {k.removeprefix("params__"): GOLDEN[k] for k in GOLDEN if k.startswith("params__")}
@@ -76,14 +76,14 @@ def test_leaky_equals_braintrace(x64, algo, ours):
     ref = _golden("leaky", algo)
     assert set(got) == set(ref)
     for name in ref:
-        np.testing.assert_allclose(got[name], ref[name], rtol=0, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(got[name], ref[name], rtol=0, atol=EXACT_F64_ATOL, err_msg=name)
 
 
 def test_braintrace_spelling_of_decay(x64):
     got, _ = _ours(False, dt.pp_prop(decay_or_rank=float(P["decay"])))
     ref = _golden("leaky", "pp_prop")
     for name in ref:
-        np.testing.assert_allclose(got[name], ref[name], rtol=0, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(got[name], ref[name], rtol=0, atol=EXACT_F64_ATOL, err_msg=name)
 
 
 def test_leaky_rec_pp_prop_equals_braintrace(x64):
@@ -91,7 +91,7 @@ def test_leaky_rec_pp_prop_equals_braintrace(x64):
     ref = _golden("leaky_rec", "pp_prop")
     assert set(got) == set(ref)
     for name in ref:
-        np.testing.assert_allclose(got[name], ref[name], rtol=0, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(got[name], ref[name], rtol=0, atol=EXACT_F64_ATOL, err_msg=name)
 
 
 def test_leaky_rec_d_rtrl_readout_equal_and_closer_to_bptt(x64):
@@ -99,7 +99,7 @@ def test_leaky_rec_d_rtrl_readout_equal_and_closer_to_bptt(x64):
     ref = _golden("leaky_rec", "D_RTRL")
     bptt = _golden("leaky_rec", "BPTT")
     for name in ("W_out", "b_out"):  # exact spatial gradients: identical
-        np.testing.assert_allclose(got[name], ref[name], rtol=0, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(got[name], ref[name], rtol=0, atol=EXACT_F64_ATOL, err_msg=name)
     names = sorted(bptt)
     ours_cos = cosine([got[n] for n in names], [bptt[n] for n in names])
     bt_cos = cosine([ref[n] for n in names], [bptt[n] for n in names])

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from disttrace import lora
+from disttrace.testing import EXACT_F64_ATOL
 from tests.lora.models import KINDS, N_IN, B, LeakyLoRA, LeakyMerged, base_params, drive, make_spec
 
 T = 6
@@ -33,7 +34,7 @@ def test_random_factors_equal_the_merged_weights(x64, kind):
     merged = lora.merge(params, lp, spec)
     got, want = drive(kind, tree, _x(kind)), drive(kind, merged, _x(kind))
     assert float(jnp.abs(got - drive(kind, params, _x(kind))).max()) > 1e-2  # the adapter changes the output
-    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got, want, rtol=0, atol=EXACT_F64_ATOL)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -44,7 +45,7 @@ def test_model_with_lora_state_equals_the_merged_model(x64, kind):
         model = cls(kind)
         brainstate.nn.init_all_states(model, batch_size=B)
         outs.append(jnp.stack([model(x) for x in xs]))
-    np.testing.assert_allclose(outs[0], outs[1], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(outs[0], outs[1], rtol=0, atol=EXACT_F64_ATOL)
 
 
 def test_merge_values_and_donation(x64):
@@ -112,5 +113,5 @@ def test_pure_function_gradients_reach_only_the_factors(x64):
     g = jax.grad(lambda t: jnp.sum(jnp.sin(lora.matmul(x, t["w"]))))(tree)
     assert float(jnp.abs(g["w"].w).max()) == 0.0  # the base enters through stop_gradient
     ref = jax.grad(lambda f: jnp.sum(jnp.sin(x @ (params["w"] + f.scale * f.a @ f.b))))(tree["w"].factors)
-    np.testing.assert_allclose(g["w"].factors.a, ref.a, atol=1e-12)
-    np.testing.assert_allclose(g["w"].factors.b, ref.b, atol=1e-12)
+    np.testing.assert_allclose(g["w"].factors.a, ref.a, rtol=0, atol=EXACT_F64_ATOL)
+    np.testing.assert_allclose(g["w"].factors.b, ref.b, rtol=0, atol=EXACT_F64_ATOL)

@@ -12,6 +12,7 @@ import pytest
 import disttrace as dt
 from disttrace import lora
 from disttrace.nn._lora import LoRA
+from disttrace.testing import EXACT_F64_ATOL
 
 
 def test_layout_and_default_scale_is_one_over_rank(x64):
@@ -20,10 +21,10 @@ def test_layout_and_default_scale_is_one_over_rank(x64):
     w = layer.weight.value
     assert w["lora_a"].shape == (4, 2) and w["lora_b"].shape == (2, 3)
     x = jax.random.normal(jax.random.PRNGKey(0), (5, 4))
-    np.testing.assert_allclose(layer(x), x @ w["lora_a"] @ w["lora_b"] / 2, atol=1e-12)  # braintrace: 1/r
+    np.testing.assert_allclose(layer(x), x @ w["lora_a"] @ w["lora_b"] / 2, rtol=0, atol=EXACT_F64_ATOL)  # braintrace: 1/r
     scaled = LoRA(4, 2, 3, init="gaussian", alpha=6.0)
     ws = scaled.weight.value
-    np.testing.assert_allclose(scaled(x), 3.0 * x @ ws["lora_a"] @ ws["lora_b"], atol=1e-12)
+    np.testing.assert_allclose(scaled(x), 3.0 * x @ ws["lora_a"] @ ws["lora_b"], rtol=0, atol=EXACT_F64_ATOL)
 
 
 def test_zero_b_default_equals_the_base_and_trains():

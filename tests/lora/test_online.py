@@ -110,7 +110,8 @@ def test_es_d_rtrl_meets_its_cosine_floor(x64, name):
 
 
 @pytest.mark.usefixtures("optax_promotion")  # steps optax.adam
-@pytest.mark.parametrize("algo", [dt.D_RTRL, dt.ES_D_RTRL])
+# D_RTRL in the slow pass (7.4 CPU s, 2026-12-02); ES_D_RTRL checks the same in the default suite
+@pytest.mark.parametrize("algo", [pytest.param(dt.D_RTRL, marks=pytest.mark.slow), dt.ES_D_RTRL])
 def test_frozen_base_has_no_trace_no_gradient_and_no_update(algo):
     model = LeakyLoRA("dense")
     base_before = jax.tree.map(jnp.array, model.base.value)

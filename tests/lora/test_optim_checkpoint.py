@@ -32,6 +32,7 @@ def _loss(tree, x, idx):
     return jnp.mean((h + e - 1.0) ** 2) + jnp.mean(jnp.tanh(c) ** 2)
 
 
+@pytest.mark.usefixtures("optax_promotion")  # steps optax.adam
 def test_frozen_leaves_unchanged_after_100_steps_and_hold_no_state():
     params = _params()
     spec = _spec(params)

@@ -30,7 +30,7 @@ not equal D-RTRL at the first step, where the two must agree; now tested in
 With that fixed they measure 0.7793 / 0.9035: the floors follow the corrected
 gradient (0.77 / 0.90), not a wrong one. Every other entry re-measured unchanged.
 
-"exact": equal to BPTT within atol 1e-6 (measured max error <= 4e-16). ValinaRNNCell
+"exact": equal to BPTT within ``EXACT_F64_ATOL`` (measured max error <= 4e-16). ValinaRNNCell
 runs with ``tanh`` and with brainstate's default ``relu``.
 
 Never lower a floor to make a change pass.

@@ -26,7 +26,7 @@ class LayerCase:
       model: builds the model the gradient test trains (default: ``Integrate(make())``,
         a leaky element-wise integrator of the layer's output, so a stateless layer
         gets a hidden state and D-RTRL stays exact).
-      exact: D-RTRL equals BPTT on ``model`` (float64, atol 1e-6).
+      exact: D-RTRL equals BPTT on ``model`` (float64, atol ``EXACT_F64_ATOL``).
       es_exact: ES-D-RTRL equals BPTT too (all weights are element-wise: their
         traces are kept exactly by every algorithm).
       floors: ``{"d_rtrl": f, "es_d_rtrl": f}`` cosine floors to BPTT on ``model``,
