@@ -4,7 +4,8 @@ Layers, from low to high (imports go downward only; enforced by import-linter):
 ``errors``/``checks`` -> ``ops`` (trace ops) -> ``compiler`` (jaxpr -> ETraceGraph) ->
 ``algorithms`` (one module per learning rule, the OnlineLearner, BPTT) -> ``lora`` -> ``nn``
 (layers) -> ``distributed`` (mesh, partition rules) -> ``checkpoint`` (Orbax) -> ``tasks``
-(built-in tasks) -> ``train`` (TrainState, train_step, Trainer) -> ``config`` (registries,
+(built-in tasks) -> ``train`` (TrainState, train_step, Trainer) -> ``streaming`` (sources,
+ledger, worker loop; no ray) -> ``config`` (registries,
 YAML) -> ``testing`` (BPTT oracle helpers). ``launch/`` sits on top. See docs/design.md.
 """
 
@@ -16,6 +17,7 @@ from disttrace import errors as errors
 from disttrace import lora as lora
 from disttrace import nn as nn
 from disttrace import ops as ops
+from disttrace import streaming as streaming
 from disttrace import train as train
 from disttrace.algorithms import BPTT as BPTT
 from disttrace.algorithms import D_RTRL as D_RTRL
@@ -45,5 +47,6 @@ __all__ = [
     "nn",
     "ops",
     "pp_prop",
+    "streaming",
     "train",
 ]

@@ -12,7 +12,7 @@ import sys
 import disttrace as dt
 
 SNAPSHOT = pathlib.Path(__file__).with_name("public_api.json")
-PACKAGES = ("", "algorithms", "compiler", "distributed", "lora", "nn", "ops", "train")
+PACKAGES = ("", "algorithms", "checkpoint", "compiler", "distributed", "lora", "nn", "ops", "streaming", "train")
 
 
 def _default(value) -> str:
