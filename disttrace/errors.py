@@ -8,7 +8,7 @@ than message text.
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "CompilationError", "DisttraceError"]
+__all__ = ["CheckpointError", "CompilationError", "DisttraceError", "NonFiniteError"]
 
 
 class DisttraceError(Exception):
@@ -74,3 +74,33 @@ class CheckpointError(DisttraceError):
     def __reduce__(self):
         # rebuilt from its fields, so it survives pickling (e.g. across Ray actors)
         return type(self), (self.step, self.path, self.reason)
+
+
+class NonFiniteError(DisttraceError):
+    """Training met a non-finite value (NaN or infinity) and stopped, or refused to save it.
+
+    Raised by :class:`disttrace.train.Trainer` under its non-finite policy: with
+    ``nonfinite="raise"`` at the first step whose input, target, loss or gradient is not
+    finite (its update not applied); with ``"skip"`` after ``max_skips`` consecutive such
+    steps (each one's update skipped); and by ``Trainer.save`` for a state that holds a
+    non-finite value (nothing is written).
+
+    Attributes:
+      step: the step concerned (1-based: the trainer's ``step_count`` after it), or
+        ``None``.
+      leaf: the first non-finite leaf: ``"the input x"``, ``"the target y"``, ``"the loss"``,
+        ``"the gradient of <parameter path>"``, or a state path such as
+        ``"params/layers.0.weight"``.
+      reason: what happened and what was done, in words.
+    """
+
+    def __init__(self, step: int | None, leaf: str, reason: str):
+        where = f"at step {step}" if step is not None else "in the training state"
+        super().__init__(f"non-finite value {where} in {leaf}: {reason}")
+        self.step = step
+        self.leaf = leaf
+        self.reason = reason
+
+    def __reduce__(self):
+        # rebuilt from its fields, so it survives pickling (e.g. across processes or Ray actors)
+        return type(self), (self.step, self.leaf, self.reason)

@@ -8,7 +8,15 @@ online D-RTRL on evidence accumulation. With a checkpoint directory the run save
 whole training state (and its config) every ``checkpoint.every`` steps and at the end,
 and a rerun of the same command resumes from the newest good checkpoint (a killed run
 loses at most ``checkpoint.every`` steps; the resumed run computes exactly what the
-uninterrupted one would have). A checkpoint of another algorithm or model is refused.
+uninterrupted one would have). A checkpoint of another algorithm or model is refused,
+naming both configs, before anything is restored.
+
+A trial with a non-finite input, loss or gradient is skipped (``nonfinite: skip``, the
+default; the log says so and the running loss leaves it out); after ``max_skips`` in a
+row, or at the first with ``nonfinite: raise``, the run stops with one line on stderr
+and exit code 3, its checkpoints all finite (a state with a non-finite value is never
+saved). Exit codes: 0 done, 2 a user error (config, command line, checkpoint), 3 stopped
+on non-finite values, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -50,15 +58,20 @@ PROG = "python -m launch.train"
 
 
 def _same_run(saved: dict | None, cfg, directory: str) -> None:
+    """Refuses a checkpoint whose saved config has another algorithm or model (read with
+    ``Checkpointer.meta`` before restoring, so the message names both configs even when
+    the states' shapes differ)."""
     if saved is None:
         return
     mine = config.to_data(cfg)
     for section in ("algorithm", "model"):
         if saved.get(section) != mine[section]:
             raise config.ConfigError(
-                section,
-                f"the checkpoint in {directory} was written with {section} {saved.get(section)}; this run has "
-                f"{mine[section]} (use another checkpoint.directory, or the checkpoint's {section})",
+                "checkpoint.directory",
+                f"{directory} holds the state of another run: it was written with {section} {saved.get(section)}; "
+                f"this run has {mine[section]} (this run: algorithm {mine['algorithm']}, model {mine['model']}; "
+                f"the checkpoint's: algorithm {saved.get('algorithm')}, model {saved.get('model')}); use another "
+                f"checkpoint.directory, or the checkpoint's {section}",
             )
 
 
@@ -82,7 +95,7 @@ def train(cfg, *, restore_step: int | None = None):
     learner = dt.compile(net, cfg.algorithm.build(), jnp.zeros((cfg.batch_size, task.n_in)), batch_size=cfg.batch_size)
     trainer = dt.train.Trainer(
         learner, cfg.optimizer.build(), mesh=cfg.mesh.build(), loss_fn=cfg.loss.build(), chunk_size=cfg.chunk_size,
-        seed=cfg.seed,
+        seed=cfg.seed, nonfinite=cfg.nonfinite, max_skips=cfg.max_skips,
     )
     model = cfg.model
     print(f"disttrace {dt.__version__}: {cfg.algorithm.name} on {cfg.task.name} (T={task.length}), "
@@ -97,8 +110,14 @@ def train(cfg, *, restore_step: int | None = None):
         raise config.ConfigError("checkpoint.directory", "is null; --restore-step needs a checkpoint directory")
     try:
         if ckpt is not None and (restore_step is not None or ckpt.latest_step() is not None):
+            step = ckpt.latest_step() if restore_step is None else restore_step
             try:
-                meta = trainer.restore(ckpt, restore_step)
+                saved = ckpt.meta(step)
+            except FileNotFoundError as e:
+                raise config.ConfigError("restore_step", str(e)) from None
+            _same_run(saved.get("config"), cfg, ckpt.directory)  # before restoring: both configs named
+            try:
+                meta = trainer.restore(ckpt, step)
             except ValueError as e:  # the saved state does not fit this run's algorithm or model
                 raise config.ConfigError(
                     "checkpoint.directory",
@@ -108,7 +127,6 @@ def train(cfg, *, restore_step: int | None = None):
             except FileNotFoundError as e:
                 raise config.ConfigError("restore_step", str(e)) from None
             print(f"resumed from {ckpt.directory} at step {trainer.step_count}", flush=True)
-            _same_run(meta.get("config"), cfg, ckpt.directory)
             newer = [s for s in ckpt.steps() if s > trainer.step_count]
             if newer and cfg.steps > trainer.step_count:
                 raise config.ConfigError(
@@ -118,12 +136,21 @@ def train(cfg, *, restore_step: int | None = None):
                 )
             running = meta.get("running_loss")
         start = time.perf_counter()
+        skipped = trainer.nonfinite_counts()["skipped"]
         for step in range(trainer.step_count + 1, cfg.steps + 1):
             xs, labels, mask = task.sample(trainer.next_key(), cfg.batch_size)
             loss = trainer.train_trial(xs, dt.train.label_targets(labels, mask))
-            running = loss if running is None else 0.9 * running + 0.1 * loss
+            counts = trainer.nonfinite_counts()
+            if counts["skipped"] > skipped:  # the update was not applied: the running loss leaves it out
+                skipped = counts["skipped"]
+                print(f"step {step:5d}  skipped: non-finite value in {counts['leaf']} (loss {loss:.4f}; update not "
+                      f"applied; {skipped} skipped in all, {counts['consecutive']} in a row)", flush=True)
+            else:
+                running = loss if running is None else 0.9 * running + 0.1 * loss
             if step % cfg.log_every == 0 or step == cfg.steps:
-                print(f"step {step:5d}  loss {running:.4f}  {time.perf_counter() - start:7.1f}s", flush=True)
+                shown = "   n/a" if running is None else f"{running:.4f}"
+                note = f"  skipped {skipped}" if skipped else ""
+                print(f"step {step:5d}  loss {shown}{note}  {time.perf_counter() - start:7.1f}s", flush=True)
             if ckpt is not None and (step % cfg.checkpoint.every == 0 or step == cfg.steps):
                 trainer.save(ckpt, meta={"running_loss": running, "config": config.to_data(cfg)}, force=True)
     finally:
@@ -158,13 +185,25 @@ def parse(argv=None):
 
 
 def cli(argv=None) -> int:
-    """The command line: user errors are one line and exit code 2; Ctrl-C is 130."""
+    """The command line: user errors are one line and exit code 2; a stop on non-finite
+    values one line and 3; Ctrl-C is 130."""
+
+    stopped = []
 
     def job():
         cfg, args = parse_args(argv)
-        main(cfg, restore_step=args.restore_step)
+        from disttrace.errors import NonFiniteError  # after parsing: --help answers without JAX
 
-    return config.run(job, prog=PROG)
+        try:
+            main(cfg, restore_step=args.restore_step)
+        except NonFiniteError as e:
+            stopped.append(e)
+
+    code = config.run(job, prog=PROG)
+    if stopped:
+        print(f"{PROG}: stopped: {stopped[0]}", file=sys.stderr)
+        return 3
+    return code
 
 
 if __name__ == "__main__":

@@ -406,26 +406,7 @@ class Checkpointer:
         if step is not None:
             step = checks.non_negative_int("Checkpointer.restore", "step", step)
         abstract = abstract_target(target)
-        self._finish_pending(raise_error=False)  # its error stays for wait/save/close to raise
-        if step is None:
-            step, skipped = self._newest_good(fresh=True)
-            if step is None:
-                why = f"; skipped: {'; '.join(skipped)}" if skipped else ""
-                raise FileNotFoundError(
-                    f"Checkpointer.restore: no complete and verified checkpoint in {self.directory}{why}"
-                )
-        else:
-            on_disk = step_directories(self._root)
-            if step not in on_disk:
-                raise FileNotFoundError(
-                    f"Checkpointer.restore: argument 'step' {step!r} is not a committed checkpoint in "
-                    f"{self.directory}; it has steps {self.steps()}"
-                )
-            reason = self._cache.check(step, on_disk[step], fresh=True)
-            if reason is not None:
-                raise CheckpointError(step, os.fspath(on_disk[step]), reason)
-        if step not in self._manager.all_steps():
-            self._manager.reload()  # written by another process after this one listed the directory
+        step = self._good_step("restore", step, fresh=True)
         path = os.fspath(self._root / str(step))
         try:
             item = self._manager.item_metadata(step)[_STATE]
@@ -438,3 +419,67 @@ class Checkpointer:
         restored = self._manager.restore(step, args=args)
         self.restored_step = step
         return restored[_STATE], dict(restored[_META] or {})
+
+    def meta(self, step: int | None = None) -> dict:
+        """The JSON ``meta`` saved with a step, without restoring its arrays (e.g. to
+        compare a run's config with the checkpoint's before restoring onto it).
+
+        The step is chosen and verified as by :meth:`restore` (the step's checksums are
+        checked, cached as in :meth:`latest_step`; the arrays are not read into memory).
+
+        Args:
+          step: which step. Default: the newest complete and verified one (newer bad
+            steps skipped with a ``UserWarning``).
+
+        Returns:
+          The ``meta`` dict given to :meth:`save` (``{}`` if none was).
+
+        Raises:
+          FileNotFoundError: if there is no such step (no good step at all, with ``step=None``).
+          CheckpointError: if ``step`` is given and that step is incomplete or corrupt, or
+            its meta cannot be read.
+
+        Example:
+          >>> import tempfile, jax.numpy as jnp
+          >>> from disttrace.checkpoint import Checkpointer
+          >>> with Checkpointer(tempfile.mkdtemp(), async_save=False) as ckpt:
+          ...     ckpt.save(3, {"w": jnp.zeros(2)}, meta={"config": {"lr": 0.1}})
+          ...     ckpt.meta()
+          True
+          {'config': {'lr': 0.1}}
+        """
+        self._check_open("meta")
+        if step is not None:
+            step = checks.non_negative_int("Checkpointer.meta", "step", step)
+        step = self._good_step("meta", step, fresh=False)
+        try:
+            restored = self._manager.restore(step, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()}))
+        except (OSError, ValueError, KeyError, AttributeError, TypeError) as e:
+            path = os.fspath(self._root / str(step))
+            raise CheckpointError(step, path, f"Orbax cannot read its meta ({type(e).__name__}: {e})") from e
+        return dict(restored[_META] or {})
+
+    def _good_step(self, who: str, step: int | None, *, fresh: bool) -> int:
+        """``step`` checked to be committed and verified, or the newest such step (after
+        waiting for the save in flight); the errors of :meth:`restore`."""
+        self._finish_pending(raise_error=False)  # its error stays for wait/save/close to raise
+        if step is None:
+            step, skipped = self._newest_good(fresh=fresh)
+            if step is None:
+                why = f"; skipped: {'; '.join(skipped)}" if skipped else ""
+                raise FileNotFoundError(
+                    f"Checkpointer.{who}: no complete and verified checkpoint in {self.directory}{why}"
+                )
+        else:
+            on_disk = step_directories(self._root)
+            if step not in on_disk:
+                raise FileNotFoundError(
+                    f"Checkpointer.{who}: argument 'step' {step!r} is not a committed checkpoint in "
+                    f"{self.directory}; it has steps {self.steps()}"
+                )
+            reason = self._cache.check(step, on_disk[step], fresh=fresh)
+            if reason is not None:
+                raise CheckpointError(step, os.fspath(on_disk[step]), reason)
+        if step not in self._manager.all_steps():
+            self._manager.reload()  # written by another process after this one listed the directory
+        return step

@@ -103,6 +103,10 @@ class TrainConfig:
       eval_batch: held-out trials for the final accuracy.
       seed: model initialisation and data.
       log_every: print the running loss every this many steps.
+      nonfinite: what a trial with a non-finite input, loss or gradient does: ``skip``
+        (its update is not applied), ``raise`` (stop at the first) or ``ignore`` (no check)
+        (``disttrace.train.Trainer``).
+      max_skips: ``skip`` stops the run after this many consecutive skipped trials.
     """
 
     algorithm: AlgorithmConfig = dataclasses.field(default_factory=DRTRLConfig)
@@ -118,9 +122,13 @@ class TrainConfig:
     eval_batch: int = 256
     seed: int = 0
     log_every: int = 10
+    nonfinite: str = "skip"
+    max_skips: int = 10
 
     def __post_init__(self):
-        for k in ("batch_size", "steps", "eval_batch", "log_every"):
+        if self.nonfinite not in ("skip", "raise", "ignore"):
+            raise ConfigError("nonfinite", f"must be one of ['skip', 'raise', 'ignore']; got {self.nonfinite!r}")
+        for k in ("batch_size", "steps", "eval_batch", "log_every", "max_skips"):
             _positive(k, getattr(self, k))
         _positive("chunk_size", self.chunk_size, allow_none=True)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:

@@ -9,6 +9,8 @@ The step counter is a :class:`StepCounter`, two ``uint32`` words (high, low): JA
 no int64 on device without x64, and an int32 counter would wrap negative after 2**31
 steps (about 25 days at 1 ms per step, a real horizon for a stream). Two words count to
 2**64; ``int(state.step)`` reads it on the host, and a checkpoint is numbered by it.
+It counts the steps taken, including the ones whose update the non-finite policy
+skipped (:class:`NonFiniteCounts`, in the state so that a resumed run counts on exactly).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import optax
 from disttrace import checks
 from disttrace import distributed as dd
 
-__all__ = ["StepCounter", "TrainState", "init_train_state", "partition_rules"]
+__all__ = ["NonFiniteCounts", "StepCounter", "TrainState", "init_train_state", "partition_rules"]
 
 _WORD = 2**32
 
@@ -62,8 +64,34 @@ class StepCounter(NamedTuple):
         return int(self.hi) * _WORD + int(self.lo)
 
 
+class NonFiniteCounts(NamedTuple):
+    """The non-finite policy's counters (``disttrace.train.train_step(..., nonfinite=...)``).
+
+    Attributes:
+      skipped: a :class:`StepCounter`: steps whose update was skipped, in total.
+      run: () uint32, consecutive skipped steps up to now (0 after an applied update).
+      first: a :class:`StepCounter`: the (1-based) step number of the current run's first
+        skipped step (0 when there has been none).
+      leaf: () int32, that step's first non-finite leaf, an index into
+        :func:`~disttrace.train.nonfinite_leaf_names`.
+    """
+
+    skipped: StepCounter
+    run: jax.Array
+    first: StepCounter
+    leaf: jax.Array
+
+    sharding_roles = {"skipped": "count", "run": "count", "first": "count", "leaf": "count"}
+
+    @classmethod
+    def zero(cls) -> NonFiniteCounts:
+        """No step skipped."""
+        return cls(StepCounter.of(0), jnp.asarray(0, jnp.uint32), StepCounter.of(0), jnp.asarray(0, jnp.int32))
+
+
 class TrainState(NamedTuple):
-    """Parameters, optimizer state, learner state, step, RNG key and stream position.
+    """Parameters, optimizer state, learner state, step, RNG key, stream position and
+    non-finite counters.
 
     Attributes:
       params: parameter values by path (``learner.params()``), e.g. a weight (I, O).
@@ -75,6 +103,7 @@ class TrainState(NamedTuple):
       position: where the stream stands, as a pytree of arrays (``{}`` when the data
         source keeps no array state); host-side offsets (file names, partitions) go in
         the checkpoint's JSON ``meta`` instead.
+      nonfinite: :class:`NonFiniteCounts`: steps skipped by the non-finite policy.
     """
 
     params: Any
@@ -83,6 +112,7 @@ class TrainState(NamedTuple):
     step: StepCounter
     rng: jax.Array
     position: Any
+    nonfinite: NonFiniteCounts
 
     # the learner state's type declares its own roles, which win over "replicated"
     sharding_roles = {
@@ -92,12 +122,14 @@ class TrainState(NamedTuple):
         "step": "count",
         "rng": "rng",
         "position": "replicated",
+        "nonfinite": "count",
     }
 
 
 def _fresh(learner, optimizer, params, seed: int) -> TrainState:
     return TrainState(
-        params, optimizer.init(params), learner.init(), StepCounter.of(0), jax.random.PRNGKey(seed), {}
+        params, optimizer.init(params), learner.init(), StepCounter.of(0), jax.random.PRNGKey(seed), {},
+        NonFiniteCounts.zero(),
     )
 
 
@@ -153,7 +185,8 @@ def partition_rules(learner, optimizer, mesh, batch: tuple | None = None, **opti
 
     Returns:
       Validated ``PartitionRules`` (paths ``params/...``, ``opt_state/...``,
-      ``learner_state/...``, ``step/hi``, ``step/lo``, ``rng``, then ``x``, ``y``).
+      ``learner_state/...``, ``step/hi``, ``step/lo``, ``rng``, ``nonfinite/...``, then
+      ``x``, ``y``).
 
     Raises:
       ValueError: as ``disttrace.distributed.partition_rules``.

@@ -16,6 +16,11 @@ additions.
 
 Multi-host: after ``jax.distributed.initialize`` the same functions run in every
 process (SPMD); batches enter as global arrays through ``disttrace.distributed.shard_batch``.
+
+``nonfinite="skip"`` or ``"raise"`` guards each step (``disttrace.train._nonfinite``): a
+step with a non-finite input, target, loss or gradient changes nothing but the step
+counter and :class:`~disttrace.train.NonFiniteCounts`, decided inside the step (no host
+read). :func:`make_block_step` runs K such steps in one ``lax.scan`` (``_block``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from disttrace import distributed as dd
+from disttrace.train._nonfinite import check_policy, finite_flags, guard
 from disttrace.train._state import TrainState
 
 __all__ = ["apply_gradients", "make_train_step", "train_step"]
@@ -41,7 +47,10 @@ def apply_gradients(optimizer: optax.GradientTransformation, state: TrainState, 
     return state._replace(params=params, opt_state=opt_state, step=state.step.increment())
 
 
-def train_step(learner, optimizer: optax.GradientTransformation, state: TrainState, x, y, *, grad_shardings=None):
+def train_step(
+    learner, optimizer: optax.GradientTransformation, state: TrainState, x, y, *, grad_shardings=None,
+    nonfinite: str = "ignore", max_skips: int = 10,
+):
     """One online step (pure, jit-able): ``(state, loss)``.
 
     Args:
@@ -51,13 +60,21 @@ def train_step(learner, optimizer: optax.GradientTransformation, state: TrainSta
       state: a :class:`TrainState`.
       x, y: one step's input (B, ...) and target (for ``learner.loss_fn``).
       grad_shardings: shardings to constrain the gradients to (the parameters'), or ``None``.
+      nonfinite: ``"ignore"`` (no check, the default here), ``"skip"`` (a step whose
+        ``x``, ``y``, loss or gradient is not finite leaves params, optimizer and learner
+        state unchanged; after ``max_skips`` consecutive ones every later step does too:
+        the state is halted, ``state.nonfinite.run >= max_skips``) or ``"raise"`` (halted
+        at the first). The :class:`~disttrace.train.Trainer` (``"skip"`` by default) reads
+        the counters and raises ``NonFiniteError``; a caller of this function reads
+        ``state.nonfinite`` itself.
+      max_skips: the run of consecutive skipped steps that halts ``"skip"``.
 
     Returns:
-      The next state (learner state advanced, one update applied) and this step's
-      loss ``loss_fn(out, y)`` ().
+      The next state (learner state advanced, one update applied, or the step skipped)
+      and this step's loss ``loss_fn(out, y)`` (), whether or not it was applied.
 
     Raises:
-      ValueError: if the learner has no ``loss_fn``.
+      ValueError: if the learner has no ``loss_fn``, or on a bad policy argument.
 
     Example:
       >>> import jax.numpy as jnp, optax, disttrace as dt
@@ -69,15 +86,20 @@ def train_step(learner, optimizer: optax.GradientTransformation, state: TrainSta
     """
     if getattr(learner, "loss_fn", None) is None:
         raise ValueError("train_step: argument 'learner' has no loss_fn; pass loss_fn=... to disttrace.compile")
+    limit = check_policy("train_step", nonfinite, max_skips)
     learner_state, out, grads = learner.step(state.learner_state, state.params, x, y)
     if grad_shardings is not None:
         grads = jax.lax.with_sharding_constraint(grads, grad_shardings)
-    state = apply_gradients(optimizer, state, grads)._replace(learner_state=learner_state)
-    return state, jnp.asarray(learner.loss_fn(out, y))
+    loss = jnp.asarray(learner.loss_fn(out, y))
+    new = apply_gradients(optimizer, state, grads)._replace(learner_state=learner_state)
+    if limit:
+        new = guard(state, new, finite_flags(x, y, loss, grads), limit)
+    return new, loss
 
 
 def make_train_step(
-    learner, optimizer: optax.GradientTransformation, rules: dd.PartitionRules, *, donate: bool = True
+    learner, optimizer: optax.GradientTransformation, rules: dd.PartitionRules, *, donate: bool = True,
+    nonfinite: str = "ignore", max_skips: int = 10,
 ) -> Callable:
     """:func:`train_step` jitted and sharded by ``rules``: ``step(state, x, y) -> (state, loss)``.
 
@@ -87,6 +109,7 @@ def make_train_step(
       rules: from :func:`disttrace.train.partition_rules` with a batch, on a device mesh.
       donate: donate the input state's buffers to the output (halves peak memory of
         the traces; the state passed in is invalid afterwards).
+      nonfinite, max_skips: the non-finite policy (:func:`train_step`).
 
     Returns:
       ``step(state, x, y) -> (state, loss)``: ``state`` laid out by ``rules`` (returned
@@ -94,7 +117,8 @@ def make_train_step(
       (``disttrace.distributed.shard_batch``), ``loss`` the replicated scalar.
 
     Raises:
-      ValueError: if the learner has no ``loss_fn`` or ``rules`` is not on a device mesh.
+      ValueError: if the learner has no ``loss_fn``, ``rules`` is not on a device mesh
+        or has no batch, or on a bad policy argument.
 
     Example:
       >>> import jax, jax.numpy as jnp, optax, disttrace as dt, disttrace.distributed as dd
@@ -107,16 +131,15 @@ def make_train_step(
       >>> int(state.step), loss.shape
       (1, ())
     """
-    dd.check_rules("make_train_step", rules)
-    if getattr(learner, "loss_fn", None) is None:
-        raise ValueError("make_train_step: argument 'learner' has no loss_fn; pass loss_fn=... to disttrace.compile")
-    if rules.batch_tree.num_leaves == 0:
-        raise ValueError("make_train_step: argument 'rules' has no batch; build it with batch=(x, y)")
+    check_step_args("make_train_step", learner, rules)
+    check_policy("make_train_step", nonfinite, max_skips)
     state_sh = rules.state_shardings()
     loss_sh = NamedSharding(rules.mesh, PartitionSpec())
 
     def step(state: TrainState, x, y):
-        return train_step(learner, optimizer, state, x, y, grad_shardings=state_sh.params)
+        return train_step(
+            learner, optimizer, state, x, y, grad_shardings=state_sh.params, nonfinite=nonfinite, max_skips=max_skips
+        )
 
     return jax.jit(
         step,
@@ -124,3 +147,13 @@ def make_train_step(
         out_shardings=(state_sh, loss_sh),
         donate_argnums=(0,) if donate else (),
     )
+
+
+def check_step_args(who: str, learner, rules) -> None:
+    """Raises ValueError naming ``who`` unless ``rules`` are on a device mesh with a batch
+    and the learner has a ``loss_fn``."""
+    dd.check_rules(who, rules)
+    if getattr(learner, "loss_fn", None) is None:
+        raise ValueError(f"{who}: argument 'learner' has no loss_fn; pass loss_fn=... to disttrace.compile")
+    if rules.batch_tree.num_leaves == 0:
+        raise ValueError(f"{who}: argument 'rules' has no batch; build it with batch=(x, y)")

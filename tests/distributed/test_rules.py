@@ -57,6 +57,12 @@ def test_defaults_d_rtrl_every_leaf():
         "step/hi": P(),
         "step/lo": P(),
         "rng": P(),
+        "nonfinite/skipped/hi": P(),
+        "nonfinite/skipped/lo": P(),
+        "nonfinite/run": P(),
+        "nonfinite/first/hi": P(),
+        "nonfinite/first/lo": P(),
+        "nonfinite/leaf": P(),
         "x": P("data"),
         "y": P("data"),
     }
