@@ -24,7 +24,9 @@ class BPTT:
 
 
 class BPTTState(NamedTuple):
-    """hidden: path -> (B, ...); aux: path -> value; t: () int32 steps seen."""
+    """hidden: path -> (B, ...); aux: path -> value (with brainstate's random key under
+    ``RNG_PATH`` when the model draws random numbers, threaded through the scan exactly
+    as ``OnlineState.aux``); t: () int32 steps seen."""
 
     hidden: dict
     aux: dict

@@ -12,7 +12,7 @@ from disttrace.algorithms._learner import Learner
 from disttrace.algorithms._online import OnlineLearner
 from disttrace.algorithms._registry import resolve
 from disttrace.checks import positive_int
-from disttrace.compiler import ModuleBinding, compile_etrace_graph
+from disttrace.compiler import RNG_PATH, ModuleBinding, compile_etrace_graph
 
 __all__ = ["compile"]
 
@@ -44,6 +44,16 @@ def compile(  # noqa: A001 - the name braintrace users know
     Returns:
       An :class:`OnlineLearner` (or :class:`BPTTLearner` for ``BPTT``).
 
+    Randomness: a model whose step draws from ``brainstate.random`` (``Dropout``,
+    ``brainstate.random.rand``, ...) gets brainstate's global key threaded through its
+    step: the key is in the learner state (``state.aux[disttrace.compiler.RNG_PATH]``,
+    raw key data), so every step draws anew, reproducibly from
+    ``brainstate.random.seed``, and a checkpoint of the state continues the same
+    draws. ``learner.init()`` takes the global key as it is; the stateful API
+    (``etrace_grad``, ``learner(x)``) advances it. Compiling leaves the global key
+    unchanged. ``Dropout`` is active when compiled under
+    ``brainstate.environ.context(fit=True)``.
+
     Raises:
       ValueError: on a bad ``algorithm``, ``batch_size`` or option.
       CompilationError: if the model cannot be handled (see ``compile_etrace_graph``).
@@ -67,6 +77,8 @@ def compile(  # noqa: A001 - the name braintrace users know
         if type(err).__name__ != "BrainStateError":  # ours (CompilationError, checks) pass unchanged
             raise
         raise _step_error(err, example_args) from err
+    if RNG_PATH in graph.aux_paths:  # the step draws random numbers: the learner threads the key
+        binding = binding.with_rng()
     if graph.batch_size != batch_size:
         raise ValueError(
             f"compile: argument 'batch_size' is {batch_size} but the model's hidden states have batch {graph.batch_size}"

@@ -4,6 +4,10 @@ A learner wraps a compiled model. Called as ``learner(x)`` it runs one model ste
 (inside :meth:`etrace_grad`'s ``step_fn`` that call is routed to the algorithm); its
 gradients are dicts keyed like :attr:`param_states` (the model's ``ParamState``s by
 path tuple), each value shaped like that state's value.
+
+The stateful API keeps the learner state in the model's states; when the model draws
+random numbers that includes brainstate's global key (``binding.threads_rng``), which
+:meth:`etrace_grad` and ``learner(x)`` advance step by step, like any other state.
 """
 
 from __future__ import annotations
@@ -64,12 +68,10 @@ class Learner:
             added, removed or turned into another kind): compile the model again.
         """
         b = self._binding
-        current = dict(self.model.states().items())
-        if len(current) == len(b.params) + len(b.hidden) + len(b.aux) and all(
-            current.get(p) is st for d in (b.params, b.hidden, b.aux) for p, st in d.items()
-        ):
+        current, bound = dict(self.model.states().items()), b.states()
+        if len(current) == len(bound) and all(current.get(p) is st for p, st in bound.items()):
             return b
-        new = ModuleBinding.of(self.model)
+        new = ModuleBinding.of(self.model, rng=b.threads_rng)
         for kind in ("params", "hidden", "aux"):
             old_paths, new_paths = set(getattr(b, kind)), set(getattr(new, kind))
             if old_paths != new_paths:
@@ -240,7 +242,9 @@ class Learner:
     def predict(self, xs):
         """Model outputs over a time-major sequence ``xs`` (T, B, ...), without learning.
 
-        Starts from the current hidden states and leaves them unchanged.
+        Starts from the current hidden states and leaves them unchanged. A model that
+        draws random numbers draws anew at every step, from the current global key,
+        which is left unchanged too (so two calls draw the same values).
         """
         self._check_sequences((xs,))
 

@@ -36,7 +36,10 @@ class OnlineState(NamedTuple):
 
     Attributes:
       hidden: path -> hidden value (B, ...).
-      aux: path -> value of the model's other (non-learned, untraced) states.
+      aux: path -> value of the model's other (non-learned, untraced) states; when the
+        model draws random numbers also brainstate's key under
+        :data:`~disttrace.compiler.RNG_PATH` (raw key data, e.g. (2,) uint32), split
+        at every step, so a checkpoint of this state continues the same draws.
       traces: op name (:attr:`TraceOpNode.key`, e.g. ``"layers.0.weight"``) -> that
         op's learning-rule state, a NamedTuple whose fields document their shapes
         (``DRTRLTrace(e={"layers.0.weight->layers.0.V": ((B, K, I, O),)})``,

@@ -3,9 +3,17 @@
 Modules: ``_functional`` (brainstate states -> pytrees), ``_layout`` (the flat step
 order, :class:`StepLayout`), ``_trace`` (tracing and inlining the step), ``_analysis``
 (dataflow), ``_groups`` (hidden groups), ``_opnodes`` (trace-op nodes and keys),
-``_states`` (parameter kinds, written aux states), ``_compile`` (the phase order),
-``_graph`` (result types), ``_executor`` (running the step with hooks), ``_bypass``
-(bypass paths). ``_jax_compat`` is the only module in disttrace that touches JAX
+``_states`` (parameter kinds, written aux states), ``_memory`` (aux states that
+carry a gradient path, refused), ``_attributes`` (memory in Python attributes,
+refused), ``_rng`` (brainstate's random key threaded through the step), ``_compile``
+(the phase order), ``_graph`` (result types), ``_executor`` (running the step with
+hooks), ``_bypass`` (bypass paths).
+
+Which states carry memory across steps: ``HiddenState`` (traced: the online gradient
+flows through it), ``ParamState`` (learned), any other ``State`` (carried without
+gradient; allowed only if the loss does not depend on a learned value it carries:
+running statistics and counters are fine), brainstate's global random key (threaded
+under ``RNG_PATH`` when the model draws from it). A plain Python attribute may not. ``_jax_compat`` is the only module in disttrace that touches JAX
 internals; every read of a jaxpr goes through it.
 """
 
@@ -25,6 +33,7 @@ from disttrace.compiler._graph import HiddenGroup as HiddenGroup
 from disttrace.compiler._graph import TraceKey as TraceKey
 from disttrace.compiler._graph import TraceOpNode as TraceOpNode
 from disttrace.compiler._layout import StepLayout as StepLayout
+from disttrace.compiler._rng import RNG_PATH as RNG_PATH
 
 __all__ = [
     "bypass_groups",
@@ -34,6 +43,7 @@ __all__ = [
     "ETraceGraph",
     "HiddenGroup",
     "ModuleBinding",
+    "RNG_PATH",
     "StepLayout",
     "TraceKey",
     "TraceOpNode",

@@ -47,10 +47,13 @@ __all__ = [
     "invars",
     "is_call",
     "is_elementwise_primitive",
+    "is_inexact",
     "is_jit_call",
     "is_literal",
     "is_loop",
     "is_reshape",
+    "is_stop_gradient",
+    "is_tracer",
     "jit_name",
     "make_closed_jaxpr",
     "outvars",
@@ -142,6 +145,7 @@ _CALLS = PrimitiveSet(
     ]
 )
 _CONV = PrimitiveSet([(("conv_general_dilated_p",), ("conv_general_dilated",))])
+_STOP_GRADIENT = PrimitiveSet(_same("stop_gradient"))
 
 
 # ---- reading jaxprs ------------------------------------------------------------------
@@ -212,6 +216,28 @@ def is_reshape(eqn: JaxprEqn) -> bool:
 def is_loop(eqn_or_primitive: Any) -> bool:
     """Whether an equation (or a primitive) is control flow (scan, while, cond)."""
     return getattr(eqn_or_primitive, "primitive", eqn_or_primitive) in _LOOPS
+
+
+def is_stop_gradient(eqn: JaxprEqn) -> bool:
+    """Whether the equation is ``stop_gradient`` (no gradient flows through it)."""
+    return eqn.primitive in _STOP_GRADIENT
+
+
+def is_inexact(atom: Any) -> bool:
+    """Whether a variable's or literal's dtype is floating or complex (can carry a gradient).
+
+    PRNG key dtypes, integers and booleans are not.
+    """
+    dtype = aval_dtype(atom)
+    try:
+        return bool(jax.numpy.issubdtype(dtype, jax.numpy.inexact))
+    except TypeError:  # pragma: no cover - an extended dtype numpy cannot classify
+        return False
+
+
+def is_tracer(value: Any) -> bool:
+    """Whether ``value`` is a JAX tracer (a value that exists only while a function is traced)."""
+    return isinstance(value, jax.core.Tracer)
 
 
 def is_call(eqn: JaxprEqn) -> bool:

@@ -3,13 +3,14 @@
 Owns the last phases of :func:`~disttrace.compiler.compile_etrace_graph`: each
 parameter's kind (``"trace"``: a trace op's weight reaching a hidden group;
 ``"direct"``: used, with its exact same-step gradient; ``"unused"``), and which aux
-states the step writes (carried across steps without gradient), each decision as a
+states the step writes (carried across steps without gradient; ``_memory`` has
+already refused those whose carried value the loss depends on), each decision as a
 :class:`~disttrace.compiler.CompilationRecord`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import jax
 
@@ -40,14 +41,16 @@ def classify_params(
     return kinds, tuple(records)
 
 
-def aux_records(step: TracedStep) -> tuple[CompilationRecord, ...]:
-    """A record per aux state the step writes (its new value is not its old one passed through)."""
+def aux_records(step: TracedStep, key_paths: Collection = ()) -> tuple[CompilationRecord, ...]:
+    """A record per aux state the step writes (its new value is not its old one passed
+    through), random keys (``key_paths``) excepted: a key advances by design."""
     aux_in = step.layout.aux(jc.invars(step.closed))
     aux_out = step.layout.aux_new(jc.outvars(step.closed))
     records, leaf = [], 0
     for p, value in step.aux.items():
         n_leaves = len(jax.tree.leaves(value))
-        if any(aux_out[i] is not aux_in[i] for i in range(leaf, leaf + n_leaves)):
+        written = any(aux_out[i] is not aux_in[i] for i in range(leaf, leaf + n_leaves))
+        if written and p not in key_paths:
             records.append(
                 CompilationRecord(
                     DiagnosticKind.AUX_STATE_WRITTEN,
