@@ -12,8 +12,8 @@
   checkpoint, so a restarted worker resumes exactly once.
 
 No Ray here (``import disttrace.streaming`` never imports it); the Ray actors that run
-:func:`run_worker` (sync and async modes) are to live in ``disttrace.streaming.ray``,
-not built yet.
+:func:`run_worker` live in ``disttrace.streaming.ray`` (``local`` and ``async`` modes are
+built; ``sync``, one ``jax.distributed`` job across actors, is not yet).
 
 Layer: above ``disttrace.train`` (it drives a ``Trainer`` and a ``Checkpointer``, both
 injected), below ``disttrace.config``.
