@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from disttrace.algorithms._fn_cache import JitCache, function_key
+from disttrace.checks import positive_int
 from disttrace.compiler import ETraceGraph, ModuleBinding, path_str, run_step
 
 __all__ = ["Learner"]
@@ -179,8 +180,8 @@ class Learner:
 
     def _check_etrace_args(self, seqs: tuple, step_fn, chunk_size) -> int:
         t_len = self._check_sequences(seqs)
-        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-            raise ValueError(f"etrace_grad: argument 'chunk_size' must be a positive int or None; got {chunk_size!r}")
+        if chunk_size is not None:
+            positive_int("etrace_grad", "chunk_size", chunk_size)
         if not callable(step_fn):
             raise ValueError(f"etrace_grad: argument 'step_fn' must be callable; got {type(step_fn).__name__}")
         return t_len

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import jax
 from jax.sharding import AxisType, Mesh
 
+from disttrace.checks import non_negative_int, positive_int
+
 __all__ = ["AXES", "initialize", "make_mesh"]
 
 AXES = ("data", "model")
@@ -26,9 +28,7 @@ AXES = ("data", "model")
 def _check_count(who: str, name: str, value, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        allowed = "a positive int or None" if allow_none else "a positive int"
-        raise ValueError(f"{who}: argument {name!r} must be {allowed}; got {value!r}")
+    positive_int(who, name, value)
 
 
 def make_mesh(data: int | None = None, model: int = 1, *, devices: Sequence | None = None) -> Mesh:
@@ -98,7 +98,7 @@ def initialize(coordinator_address: str, num_processes: int, process_id: int, **
       >>> dd.initialize("localhost:1234", num_processes=1, process_id=0)  # single process: nothing to join
     """
     _check_count("initialize", "num_processes", num_processes)
-    if isinstance(process_id, bool) or not isinstance(process_id, int) or not 0 <= process_id < num_processes:
+    if non_negative_int("initialize", "process_id", process_id) >= num_processes:
         raise ValueError(
             f"initialize: argument 'process_id' must be an int in [0, {num_processes}); got {process_id!r}"
         )
