@@ -13,6 +13,8 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+from pathlib import Path  # noqa: E402
+
 import brainstate  # noqa: E402
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -45,3 +47,16 @@ def optax_promotion():
     """
     with jax.numpy_dtype_promotion("standard"):
         yield
+
+
+_SLOW_IDS = Path(__file__).with_name("slow_tests.txt")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m deselection reads the marks
+def pytest_collection_modifyitems(config, items):
+    """Marks the measured heaviest default cases ``slow`` (see ``tests/slow_tests.txt``)."""
+    lines = _SLOW_IDS.read_text().splitlines()
+    ids = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+    for item in items:
+        if item.nodeid in ids:
+            item.add_marker(pytest.mark.slow)
