@@ -23,6 +23,7 @@ Example:
   disttrace.config._schema.ConfigError: config key 'model.n_recc': unknown key; allowed keys of section 'model': ['beta', 'n_layers', 'n_rec', 'name', 'neuron', 'recurrent', 'tau', 'tau_a', 'tau_out', 'v_th']
 """
 
+from disttrace.config._cli import job_arguments as job_arguments
 from disttrace.config._cli import parse_args as parse_args
 from disttrace.config._cli import run as run
 from disttrace.config._load import load as load
@@ -39,6 +40,7 @@ from disttrace.config._sections import SCHEDULES as SCHEDULES
 from disttrace.config._sections import TASKS as TASKS
 from disttrace.config._sections import AlgorithmConfig as AlgorithmConfig
 from disttrace.config._sections import BPTTConfig as BPTTConfig
+from disttrace.config._sections import CountingConfig as CountingConfig
 from disttrace.config._sections import DRTRLConfig as DRTRLConfig
 from disttrace.config._sections import ESDRTRLConfig as ESDRTRLConfig
 from disttrace.config._sections import EvidenceConfig as EvidenceConfig
@@ -54,6 +56,7 @@ from disttrace.config._sections import TaskConfig as TaskConfig
 from disttrace.config._sections import register_loss as register_loss
 from disttrace.config._sections import register_optimizer as register_optimizer
 from disttrace.config._sections import register_schedule as register_schedule
+from disttrace.config._stream import StreamConfig as StreamConfig
 from disttrace.config._train import CheckpointConfig as CheckpointConfig
 from disttrace.config._train import MeshConfig as MeshConfig
 from disttrace.config._train import TrainConfig as TrainConfig
@@ -69,6 +72,7 @@ __all__ = [
     "BPTTConfig",
     "CheckpointConfig",
     "ConfigError",
+    "CountingConfig",
     "DRTRLConfig",
     "ESDRTRLConfig",
     "EvidenceConfig",
@@ -81,9 +85,11 @@ __all__ = [
     "RNNConfig",
     "ScheduleConfig",
     "SpikingNetConfig",
+    "StreamConfig",
     "TaskConfig",
     "TrainConfig",
     "from_data",
+    "job_arguments",
     "load",
     "parse_args",
     "parse_override",

@@ -129,6 +129,12 @@ def parse_args(
     return cfg, argparse.Namespace(**{k: v for k, v in vars(args).items() if not k.startswith("cfg:")})
 
 
+def job_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a training job that are not config fields (``--restore-step``)."""
+    parser.add_argument("--restore_step", "--restore-step", type=int, default=None, metavar="N",
+                        help="resume a trial run from checkpoint step N (an error if it is missing or corrupt)")
+
+
 def run(job: Callable[[], Any], *, prog: str) -> int:
     """Runs ``job()`` and turns user errors into one line on stderr plus an exit code.
 

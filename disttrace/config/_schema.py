@@ -64,6 +64,8 @@ def convert(value, tp, key: str):
             if type(None) in args:
                 return None
         rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1 and dataclasses.is_dataclass(rest[0]):  # a section or null: its own error names the key
+            return convert(value, rest[0], key)
         errors = []
         for a in rest:
             try:

@@ -6,7 +6,8 @@ Built-ins:
 - algorithm: ``d_rtrl``, ``es_d_rtrl(decay)``, ``hybrid(memory_budget, decay)``, ``bptt``;
 - model: ``spiking_net`` (LIF/ALIF layers + leaky readout), ``rnn`` (stacked RNN cells of
   one family + leaky readout), ``leaky_rate`` (leaky rate layers + readout);
-- task: ``evidence_accumulation``;
+- task: ``evidence_accumulation`` (trials, or streamed), ``counting`` (a finite regression
+  stream of known records, for stream runs only);
 - loss: ``masked_cross_entropy``, ``cross_entropy``, ``mse``;
 - optimizer: any ``optax.<name>`` (or a registered factory) with ``learning_rate`` and
   ``kwargs``; schedule: any ``optax.<name>`` schedule with ``kwargs``.
@@ -307,6 +308,34 @@ class EvidenceConfig(TaskConfig):
         from disttrace.tasks import EvidenceAccumulation
 
         return EvidenceAccumulation(**dataclasses.asdict(self))
+
+
+@TASKS.register("counting")
+@dataclasses.dataclass(frozen=True)
+class CountingConfig(TaskConfig):
+    """``disttrace.streaming.CountingStream``: ``n_records`` records per partition of a
+    linear regression (``y = x M``), each with a known id; a stream, not a trial task, so
+    it needs a ``stream`` section (and the ``mse`` loss).
+
+    ``build()`` gives a description with ``n_in``, ``n_out``, ``n_records`` and ``kind``
+    (``"stream"``); ``stream.source`` must be ``task``.
+    """
+
+    n_records: int = 4000
+    n_in: int = 4
+    n_out: int = 2
+
+    is_stream: ClassVar[bool] = True
+
+    def __post_init__(self):
+        for k in ("n_records", "n_in", "n_out"):
+            _positive(k, getattr(self, k))
+
+    def build(self):
+        import types
+
+        return types.SimpleNamespace(n_in=self.n_in, n_out=self.n_out, n_records=self.n_records, kind="stream",
+                                     length=None)
 
 
 # ---- loss -----------------------------------------------------------------------------------

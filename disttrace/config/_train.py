@@ -22,6 +22,7 @@ from disttrace.config._sections import (
     SpikingNetConfig,
     TaskConfig,
 )
+from disttrace.config._stream import StreamConfig
 
 __all__ = ["CheckpointConfig", "MeshConfig", "TrainConfig"]
 
@@ -93,7 +94,8 @@ class MeshConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """One run: trials of ``task`` for ``steps`` optimizer updates of ``batch_size`` trials.
+    """One run: trials of ``task`` for ``steps`` optimizer updates of ``batch_size`` trials;
+    or, with a ``stream`` section, ``steps`` stream steps of the global batch ``batch_size``.
 
     Attributes:
       algorithm, model, task, loss, optimizer, checkpoint, mesh: the sections.
@@ -107,6 +109,8 @@ class TrainConfig:
         (its update is not applied), ``raise`` (stop at the first) or ``ignore`` (no check)
         (``disttrace.train.Trainer``).
       max_skips: ``skip`` stops the run after this many consecutive skipped trials.
+      stream: null (trials) or a :class:`StreamConfig`: a continuous run on the task as
+        a stream (``steps`` counts stream steps then, ``batch_size`` is the global batch).
     """
 
     algorithm: AlgorithmConfig = dataclasses.field(default_factory=DRTRLConfig)
@@ -124,6 +128,7 @@ class TrainConfig:
     log_every: int = 10
     nonfinite: str = "skip"
     max_skips: int = 10
+    stream: StreamConfig | None = None
 
     def __post_init__(self):
         if self.nonfinite not in ("skip", "raise", "ignore"):
@@ -137,3 +142,61 @@ class TrainConfig:
             raise ConfigError(
                 "batch_size", f"must be divisible by mesh.data = {self.mesh.data}; got {self.batch_size}"
             )
+        if self.stream is None:
+            if getattr(self.task, "is_stream", False):
+                raise ConfigError(
+                    "task.name", f"{type(self.task).name!r} is a stream, not a trial task: add a stream section "
+                    "(e.g. --set stream.mode=local) or choose a trial task such as evidence_accumulation",
+                )
+        else:
+            self._check_stream(self.stream)
+
+    def _check_stream(self, s: StreamConfig) -> None:
+        """The checks of a stream run that need more than the stream section."""
+        b, p, w = self.batch_size, s.partitions, s.num_workers
+        devices = w * s.devices_per_worker if s.mode == "sync" else s.devices_per_worker * self.mesh.data
+        if b % p or (s.mode == "sync" and b % devices):
+            step = p * devices // _gcd(p, devices) if s.mode == "sync" else p
+            suggestion = max(step, b - b % step)
+            raise ConfigError(
+                "batch_size",
+                f"{b} must be divisible by stream.num_partitions ({p})"
+                + (f" and by the global device count (num_workers * devices_per_worker = {w} * "
+                   f"{s.devices_per_worker} = {devices})" if s.mode == "sync" else "")
+                + f" (num_partitions {p} is a multiple of num_workers {w}); e.g. batch_size {suggestion} or "
+                f"{suggestion + step}",
+            )
+        every = s.checkpoint_every if s.checkpoint_every is not None else self.checkpoint.every
+        if s.mode == "async":
+            k = s.average_every
+            if every % k:
+                name = "stream.checkpoint_every" if s.checkpoint_every is not None else "checkpoint.every"
+                raise ConfigError(
+                    name, f"{every} must be a multiple of stream.average_every ({k}) in async mode (checkpoints are "
+                    f"taken right after an averaging round); e.g. {max(k, every - every % k)}",
+                )
+            if self.steps % k:
+                raise ConfigError(
+                    "steps", f"{self.steps} must be a multiple of stream.average_every ({k}) in async mode (the run "
+                    f"ends on an averaging round); e.g. {max(k, self.steps - self.steps % k)}",
+                )
+            if self.checkpoint.max_to_keep < 2:
+                raise ConfigError(
+                    "checkpoint.max_to_keep", f"must be >= 2 in async mode (a step common to every rank must "
+                    f"survive a crash in the middle of a save); got {self.checkpoint.max_to_keep}",
+                )
+        if s.mode == "local" and s.tpu_slice is not None:
+            raise ConfigError("stream.tpu_slice", "places Ray workers: it needs mode sync or async; got mode 'local'")
+        if s.mode != "local" and (self.mesh.data, self.mesh.model) != (1, 1):
+            raise ConfigError(
+                "mesh", f"is set by the workers in mode {s.mode!r} (sync: data = num_workers * devices_per_worker); "
+                f"leave data and model at 1; got data {self.mesh.data}, model {self.mesh.model}",
+            )
+        if getattr(self.task, "is_stream", False) and s.source != "task":
+            raise ConfigError("stream.source", f"must be 'task' for task {type(self.task).name!r}; got {s.source!r}")
+
+
+def _gcd(a: int, b: int) -> int:
+    import math
+
+    return math.gcd(a, b)

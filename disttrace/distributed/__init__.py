@@ -24,6 +24,8 @@ Example:
   P('data', 'model')
 """
 
+from disttrace.distributed._exchange import allgather_json as allgather_json
+from disttrace.distributed._exchange import any_process as any_process
 from disttrace.distributed._mesh import AXES as AXES
 from disttrace.distributed._mesh import initialize as initialize
 from disttrace.distributed._mesh import make_mesh as make_mesh
@@ -39,13 +41,15 @@ from disttrace.distributed._step import shard_batch as shard_batch
 __all__ = [
     "AXES",
     "ROLES",
-    "LeafRule",
-    "PartitionRules",
+    "allgather_json",
+    "any_process",
     "check_rules",
     "initialize",
     "leaf_roles",
+    "LeafRule",
     "make_mesh",
     "partition_rules",
+    "PartitionRules",
     "put_global",
     "shard_batch",
 ]

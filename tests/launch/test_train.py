@@ -122,12 +122,13 @@ def test_user_errors_are_one_line_and_exit_2(args, message):
 
 
 def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
+    import disttrace.cli
     import launch.train as lt
 
     def interrupted(cfg, restore_step=None):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(lt, "main", interrupted)
+    monkeypatch.setattr(disttrace.cli, "run_config", interrupted)
     assert lt.cli(["--steps", "1"]) == 130
     assert capsys.readouterr().err.strip() == "python -m launch.train: interrupted"
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from urllib.parse import urlsplit
 
 import ray
@@ -69,7 +70,11 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> bool:
         ray.init(address=os.environ["RAY_ADDRESS"])
         return False
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+    with warnings.catch_warnings():
+        # ray.init forks helper processes that only exec Ray's binaries, so JAX's warning about
+        # forking its threads (JAX may already run here) does not apply
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
     return True
 
 

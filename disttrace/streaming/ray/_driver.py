@@ -23,95 +23,54 @@ Modes:
   The directories must be visible to the driver's workers across restarts (one node, a
   shared file system, or a ``scheme://`` URL).
 
-- ``sync`` (one ``jax.distributed`` job across actors): not built.
+- ``sync``: W actors form one ``jax.distributed`` job (the coordinator on worker 0's
+  node IP and a free port; every ``initialize`` fired concurrently). Each step every
+  worker feeds its own rows (``process_local=True``) to one global step on the mesh of
+  every worker's devices; checkpoints are collective (one directory, the meta gathered
+  from every process). Any failure — an actor that dies, a loop that raises, or no
+  report from any worker for ``stall_timeout_s`` (a live but stuck member hangs the
+  others without an error) — ends the whole group: every actor is killed, a new group
+  joins on a new port and resumes from the newest committed checkpoint. With a
+  deterministic step the result is bitwise that of a run without failures.
+
+Progress: each worker's progress lines and events reach the driver (``on_metrics``);
+by default rank 0's progress lines and every event are printed, one line each.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
-from typing import Any
 
-import jax
-import numpy as np
 import ray
 
-from disttrace.streaming import Ledger
+from disttrace.streaming import Ledger, format_metrics
 from disttrace.streaming.ray._actor import StreamWorker
 from disttrace.streaming.ray._address import connect, disconnect
+from disttrace.streaming.ray._placement import reserve_tpu_slice
+from disttrace.streaming.ray._result import Failure, RunResult, StreamRunError, last_line, mean_params
 from disttrace.streaming.ray._spec import WorkerSpec, build_source, build_trainer, worker_directory
 
-__all__ = ["RunResult", "StreamRunError", "run", "worker_options"]
+__all__ = ["RunResult", "StreamRunError", "run"]
 
 
-class StreamRunError(RuntimeError):
-    """A streaming run gave up: a worker kept failing beyond ``max_failures``.
-
-    Attributes:
-      rank: the worker that failed last.
-      error: its last error (text).
-      checkpoint_step: the last step committed in every rank's directory (or ``None``).
-    """
-
-    def __init__(self, message: str, rank: int, error: str, checkpoint_step: int | None):
-        super().__init__(message)
-        self.rank, self.error, self.checkpoint_step = rank, error, checkpoint_step
+def _default_metrics(rank: int, metrics: dict) -> None:
+    """Prints rank 0's progress lines and every rank's events, one line each."""
+    if "event" in metrics:
+        print(f"rank {rank}  {format_metrics(metrics)}", flush=True)
+    elif rank == 0:
+        print(format_metrics(metrics), flush=True)
 
 
-@dataclasses.dataclass(frozen=True)
-class RunResult:
-    """What :func:`run` did.
-
-    Attributes:
-      mode: ``"local"`` or ``"async"``.
-      reason: ``"end"``, ``"max_steps"`` or ``"stopped"``.
-      steps: stream steps each worker consumed in total (across restarts).
-      checkpoint_step: the final committed checkpoint step (``None`` without checkpoints).
-      checkpoint_dirs: the checkpoint directory of each rank.
-      ledger: the merged ledger of every partition at the final checkpoint.
-      offsets: ``{partition: offset}`` of every partition there.
-      restarts: rollbacks (group restarts) the run went through.
-      params: the final parameters (host numpy): the average of the workers' in async
-        mode (equal to each worker's when the run ends on an averaging round).
-      elapsed_s: seconds.
-    """
-
-    mode: str
-    reason: str
-    steps: int
-    checkpoint_step: int | None
-    checkpoint_dirs: tuple[str | None, ...]
-    ledger: Ledger
-    offsets: dict
-    restarts: int
-    params: Any
-    elapsed_s: float
+def _default_metrics(rank: int, metrics: dict) -> None:
+    """Prints rank 0's progress lines and every rank's events, one line each."""
+    if "event" in metrics:
+        print(f"rank {rank}  {format_metrics(metrics)}", flush=True)
+    elif rank == 0:
+        print(format_metrics(metrics), flush=True)
 
 
-def worker_options(spec: WorkerSpec) -> dict:
-    """The ``.options(...)`` of each worker actor: ``resources_per_worker`` (default one
-    CPU), a threaded actor, and the environment of a CPU worker. ``XLA_FLAGS`` is always
-    overridden: actors inherit the driver's environment, and a test driver's 8 fake devices
-    would be wrong (and ``jax.distributed`` deadlocks with 2+ CPU devices per process)."""
-    options = dict(spec.resources_per_worker or {"num_cpus": 1})
-    env = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={spec.devices_per_worker}", "JAX_PLATFORMS": "cpu"}
-    options.update(max_concurrency=4, max_restarts=0, runtime_env={"env_vars": env})
-    return options
-
-
-def _mean(trees: list) -> Any:
-    """The mean of parameter trees, summed in the order given (rank order: deterministic)."""
-    def mean(*leaves):
-        total = np.array(leaves[0], copy=True)
-        for leaf in leaves[1:]:
-            total = total + leaf
-        return (total / len(leaves)).astype(leaves[0].dtype)
-
-    return jax.tree.map(mean, *trees)
-
-
-def _run_local(spec: WorkerSpec, should_stop, clock: Callable[[], float]) -> RunResult:
+def _run_local(spec: WorkerSpec, should_stop, on_metrics, clock: Callable[[], float]) -> RunResult:
     from disttrace.checkpoint import Checkpointer
     from disttrace.streaming import run_worker
 
@@ -119,9 +78,14 @@ def _run_local(spec: WorkerSpec, should_stop, clock: Callable[[], float]) -> Run
     trainer, source = build_trainer(spec), build_source(spec, 0)
     directory = worker_directory(spec, 0)
     ckpt = None if directory is None else Checkpointer(directory, max_to_keep=spec.max_to_keep)
+    from disttrace.streaming.ray._actor import _evaluator, with_config
+
     try:
         result = run_worker(trainer, source, ckpt, checkpoint_every=spec.checkpoint_every, max_steps=spec.max_steps,
-                            log_every=spec.log_every, should_stop=should_stop)
+                            reset_every=spec.reset_every, log_every=spec.log_every,
+                            on_metrics=lambda m: on_metrics(0, m), should_stop=should_stop,
+                            evaluate=_evaluator(spec, trainer, source),
+                            gather_meta=lambda meta: with_config(spec, meta))
     finally:
         if ckpt is not None:
             ckpt.close()
@@ -130,19 +94,14 @@ def _run_local(spec: WorkerSpec, should_stop, clock: Callable[[], float]) -> Run
                      result.offsets, 0, trainer.params_host(), clock() - started)
 
 
-class _Failure(Exception):
-    def __init__(self, rank: int, error: str, dead: bool):
-        super().__init__(f"rank {rank}: {error}")
-        self.rank, self.error, self.dead = rank, error, dead
-
-
 class _Async:
     """The async driver's state: the actors, and one attempt after another."""
 
-    def __init__(self, spec: WorkerSpec, on_event: Callable[[dict], None] | None, should_stop: Callable[[], bool]):
-        self.spec, self.on_event, self.should_stop = spec, on_event, should_stop
-        self.actor = ray.remote(StreamWorker).options(**worker_options(spec))
-        self.workers = [self.actor.remote(spec, r) for r in range(spec.num_workers)]
+    def __init__(self, spec: WorkerSpec, on_event: Callable[[dict], None] | None, should_stop: Callable[[], bool],
+                 on_metrics: Callable[[int, dict], None], options: list[dict]):
+        self.spec, self.on_event, self.should_stop, self.on_metrics = spec, on_event, should_stop, on_metrics
+        self.actors = [ray.remote(StreamWorker).options(**o) for o in options]
+        self.workers = [self.actors[r].remote(spec, r) for r in range(spec.num_workers)]
 
     def emit(self, event: dict) -> None:
         if self.on_event is not None:
@@ -159,9 +118,9 @@ class _Async:
         try:
             return ray.get(ref)
         except ray.exceptions.RayActorError as e:
-            raise _Failure(rank, f"its actor died ({type(e).__name__}: {e})".strip(), dead=True) from None
+            raise Failure(rank, f"its actor died ({type(e).__name__}: {e})".strip(), dead=True) from None
         except ray.exceptions.RayError as e:
-            raise _Failure(rank, f"{type(e).__name__}: {e}", dead=False) from None
+            raise Failure(rank, f"{type(e).__name__}: {e}", dead=False) from None
 
     def attempt(self, restarts: int) -> tuple[int | None, list[dict]]:
         """Rolls every worker back to the common step, runs to the end; returns (the
@@ -183,12 +142,21 @@ class _Async:
                 ready, _ = ray.wait(list(pending.values()), num_returns=1, timeout=spec.stall_timeout_s)
                 if not ready:
                     late = sorted(pending)
-                    raise _Failure(late[0], f"no report for {spec.stall_timeout_s} s (ranks {late} stalled)", dead=True)
+                    raise Failure(late[0], f"no report for {spec.stall_timeout_s} s (ranks {late} stalled)", dead=True)
                 rank = next(r for r, ref in pending.items() if ref == ready[0])
                 del pending[rank]
                 event = self._get(rank, ready[0])
                 if event[0] in ("error", "aborted"):
-                    raise _Failure(rank, event[1], dead=False)
+                    raise Failure(rank, event[1], dead=False)
+                if event[0] == "metrics":
+                    metrics = event[1]
+                    if "event" not in metrics:  # every worker serves as many partitions: the job's totals
+                        w = spec.num_workers
+                        metrics = {**metrics, "records": metrics["records"] * w,
+                                   "records_per_s": metrics["records_per_s"] * w}
+                    self.on_metrics(rank, metrics)
+                    pending[rank] = self.workers[rank].next_event.remote()
+                    continue
                 got[rank] = event
             kinds = {e[0] for e in got.values()}
             if kinds == {"done"}:
@@ -196,16 +164,16 @@ class _Async:
             at = {e[1] for e in got.values() if e[0] == "round"}
             if kinds != {"round"} or len(at) != 1:
                 state = {r: (e[0], e[1] if e[0] == "round" else e[1]["steps"]) for r, e in sorted(got.items())}
-                raise _Failure(min(got), f"workers out of step: {state}", dead=False)
+                raise Failure(min(got), f"workers out of step: {state}", dead=False)
             steps = at.pop()
-            mean = ray.put(_mean([got[r][2] for r in range(spec.num_workers)]))
+            mean = ray.put(mean_params([got[r][2] for r in range(spec.num_workers)]))
             stop = bool(self.should_stop())
             self.emit({"event": "round", "steps": steps, "stop": stop, "workers": list(self.workers)})
             for rank, w in enumerate(self.workers):
                 w.push_mean.remote(steps, mean, stop)
                 pending[rank] = w.next_event.remote()
 
-    def recover(self, failure: _Failure) -> None:
+    def recover(self, failure: Failure) -> None:
         """Ends every live loop without a save and replaces the failed worker's actor (and
         any other found dead on the way)."""
         for r, w in enumerate(self.workers):
@@ -219,17 +187,11 @@ class _Async:
 
     def _replace(self, rank: int) -> None:
         ray.kill(self.workers[rank], no_restart=True)
-        self.workers[rank] = self.actor.remote(self.spec, rank)
+        self.workers[rank] = self.actors[rank].remote(self.spec, rank)
 
     def close(self) -> None:
         for w in self.workers:
             ray.kill(w, no_restart=True)
-
-
-def _last_line(error: str) -> str:
-    """The last line of an error's text (a traceback's is the exception itself)."""
-    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "(no message)"
 
 
 def _disk_common_step(spec: WorkerSpec) -> int | None:
@@ -244,18 +206,18 @@ def _disk_common_step(spec: WorkerSpec) -> int | None:
     return max(common) if common else None
 
 
-def _run_async(spec: WorkerSpec, on_event, should_stop, clock) -> RunResult:
+def _run_async(spec: WorkerSpec, on_event, should_stop, on_metrics, options, clock) -> RunResult:
     if spec.checkpoint_dir is None:
         raise ValueError("run: async mode needs 'checkpoint_dir' (rollbacks restore every rank from it)")
     started = clock()
-    driver = _Async(spec, on_event, should_stop)
+    driver = _Async(spec, on_event, should_stop, on_metrics, options)
     restarts, failures = 0, 0
     try:
         while True:
             try:
                 _, summaries = driver.attempt(restarts)
                 break
-            except _Failure as failure:
+            except Failure as failure:
                 failures += 1
                 if failures > spec.max_failures:
                     driver.close()
@@ -264,15 +226,15 @@ def _run_async(spec: WorkerSpec, on_event, should_stop, clock) -> RunResult:
                     raise StreamRunError(
                         f"async run failed: worker rank {failure.rank} failed and the run had no rollback left "
                         f"({failures} failures, max_failures {spec.max_failures}); its last error: "
-                        f"{_last_line(failure.error)}; last committed checkpoint: step {last} in {where} "
+                        f"{last_line(failure.error)}; last committed checkpoint: step {last} in {where} "
                         "(the error's full text is StreamRunError.error)",
                         failure.rank, failure.error, last,
                     ) from None
                 driver.recover(failure)
                 restarts += 1
-                last_line = _last_line(failure.error)
+                why = last_line(failure.error)
                 driver.emit({"event": "restart", "rank": failure.rank, "error": failure.error, "restarts": restarts})
-                print(f"[restart] rank {failure.rank} failed ({last_line}); rolling every worker back "
+                print(f"[restart] rank {failure.rank} failed ({why}); rolling every worker back "
                       f"(restart {restarts})", flush=True)
     finally:
         driver.close()
@@ -284,7 +246,7 @@ def _run_async(spec: WorkerSpec, on_event, should_stop, clock) -> RunResult:
     return RunResult(
         "async", first["reason"], first["steps"], first["checkpoint_step"],
         tuple(worker_directory(spec, r) for r in range(spec.num_workers)), ledger, dict(sorted(offsets.items())),
-        restarts, _mean([s["params"] for s in summaries]), clock() - started,
+        restarts, mean_params([s["params"] for s in summaries]), clock() - started,
     )
 
 
@@ -292,6 +254,7 @@ def run(
     spec: WorkerSpec,
     *,
     on_event: Callable[[dict], None] | None = None,
+    on_metrics: Callable[[int, dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> RunResult:
@@ -299,27 +262,42 @@ def run(
 
     Args:
       spec: the run.
-      on_event: async mode: receives the driver's events, ``{"event": "started",
-        "from_step", "restarts", "pids"}``, ``{"event": "round", "steps", "stop",
-        "workers"}`` (before the mean is pushed) and ``{"event": "restart", "rank",
-        "error", "restarts"}``.
+      on_event: sync and async modes: receives the driver's events, ``{"event":
+        "started", "restarts", "pids", ...}``, ``{"event": "round", "steps", "stop",
+        "workers"}`` (async, before the mean is pushed) and ``{"event": "restart",
+        "rank", "error", "restarts"}``.
+      on_metrics: ``on_metrics(rank, dict)`` for each worker's progress dicts and events
+        (``run_worker``'s, plus the driver's restarts); default: rank 0's progress lines
+        and every event printed.
       should_stop: true ends the run cleanly, with a final checkpoint (in every rank):
-        local mode asks before every step, async mode at each averaging round.
+        local mode asks before every step, async mode at each averaging round, sync mode
+        continuously (every worker then stops at the next collective check, every
+        ``log_every`` steps).
       clock: seconds, for ``elapsed_s``.
 
     Returns:
       A :class:`RunResult`.
 
     Raises:
-      StreamRunError: a worker failed after ``max_failures`` rollbacks.
+      StreamRunError: a worker failed after ``max_failures`` rollbacks / group restarts.
       ValueError, ConnectionError: a bad spec; an unreachable Ray address.
     """
     if not isinstance(spec, WorkerSpec):
         raise TypeError(f"run: argument 'spec' must be a WorkerSpec; got {type(spec).__name__}")
+    on_metrics = on_metrics or _default_metrics
     if spec.mode == "local":
-        return _run_local(spec, should_stop, clock)
+        return _run_local(spec, should_stop, on_metrics, clock)
     started = connect(spec.address, num_cpus=spec.num_cpus)
+    handle = None
     try:
-        return _run_async(spec, on_event, should_stop or (lambda: False), clock)
+        handle, options = reserve_tpu_slice(spec)
+        stop = should_stop or (lambda: False)
+        if spec.mode == "sync":
+            from disttrace.streaming.ray._sync import run_sync
+
+            return run_sync(spec, options, on_event, stop, on_metrics, clock)
+        return _run_async(spec, on_event, stop, on_metrics, options, clock)
     finally:
+        if handle is not None:
+            handle.shutdown()
         disconnect(started)

@@ -3,10 +3,15 @@
 The driver sends the same spec to every worker actor; a worker builds its trainer, its
 source (its own partitions) and its checkpointer from it, so nothing but plain values
 crosses a process boundary. The model comes from ``trainer_factory``
-(``"module:function"``, called as ``function(spec, batch_size) -> Trainer``, where
-``batch_size`` is the worker's local batch); the default is :func:`counting_trainer`, a
-small leaky-rate regression net for the :class:`~disttrace.streaming.CountingStream`.
-Every worker builds it with the same seed, so all start from the same parameters.
+(``"module:function"``, called as ``function(spec, batch_size, mesh) -> Trainer``, where
+``batch_size`` is the batch the learner is compiled for — the worker's local batch, or
+the global one in sync mode, where ``mesh`` spans every worker's devices — and ``mesh``
+is ``None`` otherwise); the data from ``source_factory`` (``function(spec, rank) ->
+StreamSource`` over the worker's partitions). The defaults are :func:`counting_trainer`,
+a small leaky-rate regression net, and :func:`counting_source`, the
+:class:`~disttrace.streaming.CountingStream`; ``disttrace.jobs`` builds both from a
+``TrainConfig`` carried in ``config``. Every worker builds the model with the same seed,
+so all start from the same parameters.
 """
 
 from __future__ import annotations
@@ -19,19 +24,29 @@ from typing import Any
 
 from disttrace import checks
 
-__all__ = ["MODES", "WorkerSpec", "build_source", "build_trainer", "counting_trainer", "worker_directory"]
+__all__ = [
+    "MODES",
+    "WorkerSpec",
+    "build_source",
+    "build_trainer",
+    "counting_source",
+    "counting_trainer",
+    "worker_directory",
+]
 
-#: ``sync`` (one ``jax.distributed`` job across actors) is not built yet.
-MODES = ("local", "async")
+MODES = ("local", "sync", "async")
 
 
 @dataclasses.dataclass(frozen=True)
 class WorkerSpec:
-    """A streaming run on a :class:`~disttrace.streaming.CountingStream`.
+    """A streaming run (by default on a :class:`~disttrace.streaming.CountingStream`).
 
     Attributes:
-      mode: ``"local"`` (no Ray: one ``run_worker`` in this process) or ``"async"``
-        (``num_workers`` Ray actors, parameters averaged every ``average_every`` steps).
+      mode: ``"local"`` (no Ray: one ``run_worker`` in this process), ``"sync"``
+        (``num_workers`` Ray actors forming one ``jax.distributed`` job: one global step
+        on a mesh of every worker's devices, collective checkpoints in ``checkpoint_dir``)
+        or ``"async"`` (``num_workers`` Ray actors, parameters averaged every
+        ``average_every`` steps).
       num_workers: W (``local``: must be 1).
       num_partitions: P (default W); a multiple of W; worker ``r`` serves ``r, r+W, …``.
       batch_size: the global batch B; a multiple of P.
@@ -58,6 +73,14 @@ class WorkerSpec:
       log_every: steps between progress lines (``None``: none).
       stall_timeout_s: a worker that reports nothing for this long is a failure.
       trainer_factory: ``"module:function"`` building the trainer (module docstring).
+      source_factory: ``"module:function"`` building a worker's source (module docstring).
+      reset_every: steps per trial of a trial stream: hidden states and traces are reset
+        every this many steps (``None``: never).
+      evaluate_every_log: evaluate held-out trials at every progress line (local and
+        async modes, when the source has ``held_out``).
+      tpu_slice: ``{"topology", "accelerator_version"}``: place one worker per host of a
+        TPU slice (``ray.util.tpu.slice_placement_group``).
+      config: the ``TrainConfig`` (plain data) the factories read, or ``None``.
     """
 
     mode: str = "local"
@@ -84,15 +107,15 @@ class WorkerSpec:
     log_every: int | None = 100
     stall_timeout_s: float = 300.0
     trainer_factory: str = "disttrace.streaming.ray._spec:counting_trainer"
+    source_factory: str = "disttrace.streaming.ray._spec:counting_source"
+    reset_every: int | None = None
+    evaluate_every_log: bool = False
+    tpu_slice: Mapping[str, Any] | None = None
+    config: Mapping[str, Any] | None = None
 
     def __post_init__(self):
         who = "WorkerSpec"
-        checks.one_of(who, "mode", self.mode, MODES + ("sync",))
-        if self.mode == "sync":
-            raise ValueError(
-                f"{who}: argument 'mode' 'sync' (one jax.distributed job across Ray actors) is not built yet; "
-                f"use one of {list(MODES)}"
-            )
+        checks.one_of(who, "mode", self.mode, MODES)
         w = checks.positive_int(who, "num_workers", self.num_workers)
         if self.mode == "local" and w != 1:
             raise ValueError(f"{who}: mode 'local' runs one worker; argument 'num_workers' must be 1, got {w}")
@@ -118,9 +141,15 @@ class WorkerSpec:
         checks.number(who, "stall_timeout_s", self.stall_timeout_s)
         if self.stall_timeout_s <= 0:
             raise ValueError(f"{who}: argument 'stall_timeout_s' must be > 0; got {self.stall_timeout_s}")
-        for name in ("max_steps", "checkpoint_every", "log_every", "num_cpus"):
+        for name in ("max_steps", "checkpoint_every", "log_every", "num_cpus", "reset_every"):
             if getattr(self, name) is not None:
                 checks.positive_int(who, name, getattr(self, name))
+        if self.mode == "sync" and b % (w * self.devices_per_worker):
+            n = w * self.devices_per_worker
+            raise ValueError(
+                f"{who}: argument 'batch_size' ({b}) must be divisible by the global device count (num_workers * "
+                f"devices_per_worker = {w} * {self.devices_per_worker} = {n}) and by num_partitions ({p}) in sync mode"
+            )
         if self.mode == "async":
             k = self.average_every
             for name in ("checkpoint_every", "max_steps"):
@@ -148,9 +177,19 @@ class WorkerSpec:
                 f"{who}: argument 'resources_per_worker' must be a dict of actor options or None; "
                 f"got {type(self.resources_per_worker).__name__}"
             )
-        if not isinstance(self.trainer_factory, str) or self.trainer_factory.count(":") != 1:
+        for name in ("trainer_factory", "source_factory"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value.count(":") != 1:
+                raise ValueError(f"{who}: argument {name!r} must be 'module:function'; got {value!r}")
+        for name in ("tpu_slice", "config"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Mapping):
+                raise checks.ArgumentTypeError(
+                    f"{who}: argument {name!r} must be a dict or None; got {type(value).__name__}"
+                )
+        if self.tpu_slice is not None and not {"topology", "accelerator_version"} <= set(self.tpu_slice):
             raise ValueError(
-                f"{who}: argument 'trainer_factory' must be 'module:function'; got {self.trainer_factory!r}"
+                f"{who}: argument 'tpu_slice' needs keys 'topology' and 'accelerator_version'; got {dict(self.tpu_slice)}"
             )
 
     def partitions_of(self, rank: int) -> tuple[int, ...]:
@@ -162,18 +201,45 @@ class WorkerSpec:
         """Rows per worker: ``B / W``."""
         return self.batch_size // self.num_workers
 
+    @property
+    def learner_batch(self) -> int:
+        """The batch a worker's learner is compiled for: the global B in sync mode (one
+        job), the local ``B / W`` otherwise."""
+        return self.batch_size if self.mode == "sync" else self.local_batch
+
 
 def worker_directory(spec: WorkerSpec, rank: int) -> str | None:
     """The checkpoint directory of worker ``rank``: ``checkpoint_dir`` itself in local
-    mode, ``<checkpoint_dir>/rank-<rank>`` in async mode."""
+    and sync mode (sync checkpoints are collective: one directory), ``<checkpoint_dir>/rank-<rank>``
+    in async mode."""
     if spec.checkpoint_dir is None:
         return None
-    if spec.mode == "local":
+    if spec.mode in ("local", "sync"):
         return spec.checkpoint_dir
     return os.path.join(spec.checkpoint_dir, f"rank-{rank}")
 
 
+def _load(spec: WorkerSpec, name: str):
+    path = getattr(spec, name)
+    module, attr = path.split(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"WorkerSpec: argument {name!r} {path!r} cannot be loaded: {e}") from e
+
+
 def build_source(spec: WorkerSpec, rank: int):
+    """Worker ``rank``'s source (its partitions ``rank, rank+W, …``) from ``spec.source_factory``."""
+    return _load(spec, "source_factory")(spec, rank)
+
+
+def build_trainer(spec: WorkerSpec, mesh=None):
+    """The trainer ``spec.trainer_factory`` builds for :attr:`WorkerSpec.learner_batch`
+    (on ``mesh`` in sync mode)."""
+    return _load(spec, "trainer_factory")(spec, spec.learner_batch, mesh)
+
+
+def counting_source(spec: WorkerSpec, rank: int):
     """Worker ``rank``'s :class:`~disttrace.streaming.CountingStream` (its partitions)."""
     from disttrace.streaming import CountingStream
 
@@ -183,17 +249,7 @@ def build_source(spec: WorkerSpec, rank: int):
     )
 
 
-def build_trainer(spec: WorkerSpec):
-    """The trainer ``spec.trainer_factory`` builds for the local batch."""
-    module, name = spec.trainer_factory.split(":")
-    try:
-        factory = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"WorkerSpec: argument 'trainer_factory' {spec.trainer_factory!r} cannot be loaded: {e}") from e
-    return factory(spec, spec.local_batch)
-
-
-def counting_trainer(spec: WorkerSpec, batch_size: int):
+def counting_trainer(spec: WorkerSpec, batch_size: int, mesh=None):
     """``LeakyRate(n_in, hidden) → LeakyRateReadout(hidden, n_out)``, D-RTRL, MSE, SGD with
     momentum; seeded by ``spec.seed`` (identical in every worker)."""
     import brainstate
@@ -208,4 +264,4 @@ def counting_trainer(spec: WorkerSpec, batch_size: int):
     learner = dt.compile(net, dt.D_RTRL, jnp.zeros((batch_size, spec.n_in)), batch_size=batch_size,
                          loss_fn=dt.train.mse)
     example = (jnp.zeros((batch_size, spec.n_in)), jnp.zeros((batch_size, spec.n_out)))
-    return dt.train.Trainer(learner, optax.sgd(spec.lr, momentum=spec.momentum), example)
+    return dt.train.Trainer(learner, optax.sgd(spec.lr, momentum=spec.momentum), example, mesh=mesh)

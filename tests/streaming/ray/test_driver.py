@@ -25,7 +25,7 @@ import pytest
 from disttrace.checkpoint import Checkpointer
 from disttrace.streaming import Ledger
 from disttrace.streaming.ray import StreamRunError, WorkerSpec, connect, run, worker_directory, worker_options
-from disttrace.streaming.ray._driver import _mean
+from disttrace.streaming.ray._result import mean_params as _mean
 from disttrace.streaming.ray._spec import build_source, build_trainer
 
 # 2 workers × 2 partitions, 2 rows per partition: 60 steps; rounds every 10, checkpoints every 20
@@ -73,8 +73,9 @@ def test_spec_errors_name_the_values():
         WorkerSpec(mode="async", num_workers=2, average_every=20, checkpoint_every=30)
     with pytest.raises(ValueError, match=r"'num_partitions' \(3\) must be a multiple of num_workers \(2\)"):
         WorkerSpec(mode="async", num_workers=2, num_partitions=3)
-    with pytest.raises(ValueError, match=r"'sync' .* is not built yet"):
-        WorkerSpec(mode="sync")
+    with pytest.raises(ValueError, match=r"'batch_size' \(6\) must be divisible by the global device count "
+                                         r"\(num_workers \* devices_per_worker = 2 \* 2 = 4\)"):
+        WorkerSpec(mode="sync", num_workers=2, batch_size=6, devices_per_worker=2)
     with pytest.raises(ValueError, match=r"'mode' must be one of .*got 'fast'"):
         WorkerSpec(mode="fast")
     with pytest.raises(ValueError, match=r"mode 'local' runs one worker; argument 'num_workers' must be 1, got 2"):
