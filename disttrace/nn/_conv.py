@@ -4,9 +4,9 @@ weight-standardised variants, with brainstate's constructors and parameter layou
 ['gain': (1, ..., 1, C_out)]}``), channels-last.
 
 The kernel goes through ``ops.conv`` (every output position is its own neuron; the
-D-RTRL trace is (B, K, positions, window·C_in, C_out)). The conv trace op supports
-strides and padding; input/kernel dilation, feature groups and channels-first
-inputs raise a ValueError naming the argument.
+D-RTRL trace is (B, K, positions, window·C_in/groups, C_out)). The conv trace op
+supports strides, padding, input and kernel dilation and feature groups;
+channels-first inputs raise a ValueError naming the argument.
 """
 
 from __future__ import annotations
@@ -75,16 +75,25 @@ class _Conv(brainstate.nn.Module):
         self.kernel_size = _tuple(who, "kernel_size", kernel_size, nd)
         self.stride = _tuple(who, "stride", stride, nd)
         self.padding = _padding(who, padding, nd)
-        for arg, v in (("lhs_dilation", lhs_dilation), ("rhs_dilation", rhs_dilation)):
-            if _tuple(who, arg, v, nd) != (1,) * nd:
-                raise ValueError(f"{who}: argument {arg!r} must be 1 (the conv trace op has no dilation); got {v!r}")
-        if groups != 1:
-            raise ValueError(f"{who}: argument 'groups' must be 1 (the conv trace op has no feature groups); got {groups!r}")
+        self.lhs_dilation = _tuple(who, "lhs_dilation", lhs_dilation, nd)
+        self.rhs_dilation = _tuple(who, "rhs_dilation", rhs_dilation, nd)
+        if isinstance(self.padding, str) and self.lhs_dilation != (1,) * nd:
+            raise ValueError(
+                f"{who}: argument 'padding' must be an int or (low, high) pairs when 'lhs_dilation' is not 1 "
+                f"(lax has no {self.padding!r} rule for a dilated input); got {padding!r}"
+            )
+        self.groups = check.positive_int(who, "groups", groups)
         if channel_first:
             raise ValueError(f"{who}: argument 'channel_first' must be False (channels-last only); got {channel_first!r}")
+        self.channel_first = False
+        self.in_channels = self.in_size[-1]
+        for arg, n in (("in_size", self.in_channels), ("out_channels", self.out_channels)):
+            if n % self.groups:
+                raise ValueError(
+                    f"{who}: argument 'groups' must divide the {n} channels of {arg!r}; got groups={self.groups}"
+                )
         init = brainstate.nn.init
-        c_in = self.in_size[-1]
-        self.kernel_shape = (*self.kernel_size, c_in, self.out_channels)
+        self.kernel_shape = (*self.kernel_size, self.in_channels // self.groups, self.out_channels)
         params = {"weight": init.param(w_init, self.kernel_shape)}
         if b_init is not None:
             params["bias"] = init.param(b_init, (1,) * nd + (self.out_channels,))
@@ -104,7 +113,8 @@ class _Conv(brainstate.nn.Module):
     def _conv(self, x, params):
         bias = params.get("bias")
         bias = None if bias is None else bias.reshape(-1)
-        return conv(x, self._kernel(params), bias, strides=self.stride, padding=self.padding)
+        return conv(x, self._kernel(params), bias, strides=self.stride, padding=self.padding,
+                    lhs_dilation=self.lhs_dilation, rhs_dilation=self.rhs_dilation, feature_group_count=self.groups)
 
     def update(self, x):
         x = jnp.asarray(x)
@@ -142,14 +152,20 @@ _DOC = """{kind} convolution over {nd} spatial dim(s), channels-last, kernel lea
       kernel_size: int or tuple of {nd}.
       stride: int or tuple of {nd}.
       padding: ``'SAME'``, ``'VALID'``, an int or {nd} (low, high) pairs.
-      lhs_dilation, rhs_dilation, groups, channel_first: brainstate's arguments;
-        only their defaults are supported (ValueError otherwise).
+      lhs_dilation: input dilation, int or tuple of {nd} (1: none).
+      rhs_dilation: kernel dilation, int or tuple of {nd} (1: none).
+      groups: feature groups G; must divide C_in and C_out (the kernel is
+        (*kernel_size, C_in/G, C_out)).
+      channel_first: brainstate's argument; only False (channels-last) is supported.
       w_init: kernel initializer (default Xavier normal); b_init: bias (default none).
       w_mask: optional fixed mask of the kernel's shape.{extra}
       name, param_type: as brainstate.
 
     Shapes: input (B, *spatial, C_in) or (*spatial, C_in) -> (B, *spatial_out, C_out);
-    ``out_size`` holds (*spatial_out, C_out). Owns no hidden state.
+    ``out_size`` holds (*spatial_out, C_out); ``in_channels`` is C_in. Owns no hidden state.
+
+    Raises:
+      ValueError: on bad sizes, strides, dilations, padding or groups, naming the argument.
 
     Example:
       >>> import jax.numpy as jnp, disttrace as dt

@@ -34,7 +34,9 @@ class Embedding(brainstate.nn.Module):
       name, param_type: as brainstate.
 
     ``weight.value`` is the table (V, *F). Input: integer indices of any shape (...)
-    -> (..., *F). Under D-RTRL the trace is (B, K, V, F) (dense in V).
+    -> (..., *F). Under D-RTRL the trace is (B, K, V, F) (dense in V). A pretrained
+    table: :meth:`from_pretrained`. Attributes ``freeze`` and ``scale_grad_by_freq``
+    hold the arguments, as brainstate's.
 
     Raises:
       ValueError: for bad sizes or a non-integer input (naming ``'x'``).
@@ -66,10 +68,46 @@ class Embedding(brainstate.nn.Module):
             raise ValueError("Embedding: argument 'scale_grad_by_freq' must be False (not supported by online learning)")
         self.padding_idx = None if padding_idx is None else padding_idx % self.num_embeddings
         self.max_norm, self.norm_type = max_norm, float(norm_type)
+        self.freeze = check.boolean("Embedding", "freeze", freeze)
+        self.scale_grad_by_freq = False
         table = brainstate.nn.init.param(embedding_init, (self.num_embeddings, *self.embedding_size))
         if self.padding_idx is not None:
             table = table.at[self.padding_idx].set(0.0)
         self.weight = (brainstate.State if freeze else param_type)(table)
+
+    @classmethod
+    def from_pretrained(cls, embeddings, padding_idx=None, max_norm=None, norm_type: float = 2.0,
+                        scale_grad_by_freq: bool = False, freeze: bool = True, name=None,
+                        param_type: type = brainstate.ParamState):
+        """An ``Embedding`` whose table is ``embeddings`` (brainstate's/braintrace's
+        ``from_pretrained``; unlike the constructor, ``freeze`` defaults to True).
+
+        Args:
+          embeddings: the table (V, *F), at least 2-d: V = ``num_embeddings``, F =
+            ``embedding_size``.
+          padding_idx, max_norm, norm_type, scale_grad_by_freq, name, param_type: as the
+            constructor (the ``padding_idx`` row is set to zero, as brainstate does).
+          freeze: hold the table in a non-learned state (default True).
+
+        Raises:
+          ValueError: if ``embeddings`` is not an array of at least 2 dims, or as the
+            constructor.
+
+        Example:
+          >>> import jax.numpy as jnp, disttrace as dt
+          >>> emb = dt.nn.Embedding.from_pretrained(jnp.array([[1.0, 2.0], [3.0, 4.0]]))
+          >>> emb(jnp.array([1])).tolist()
+          [[3.0, 4.0]]
+        """
+        table = jnp.asarray(embeddings)
+        if table.ndim < 2:
+            raise ValueError(
+                f"Embedding.from_pretrained: argument 'embeddings' must be at least 2-d (num_embeddings, "
+                f"*embedding_size); got shape {table.shape}"
+            )
+        return cls(table.shape[0], table.shape[1:], embedding_init=table, padding_idx=padding_idx, max_norm=max_norm,
+                   norm_type=norm_type, scale_grad_by_freq=scale_grad_by_freq, freeze=freeze, name=name,
+                   param_type=param_type)
 
     def _table(self):
         table = self.weight.value

@@ -14,6 +14,7 @@ for the op and unfolded after.
 from __future__ import annotations
 
 import math
+import sys
 
 import brainstate
 import brainunit as u
@@ -199,12 +200,43 @@ class ScaledWSLinear(Linear):
         return w if self.w_mask is None else w * self.w_mask
 
 
+def _sparse_classes() -> dict[str, tuple[type, ...]]:
+    """The COO, CSR and CSC classes SparseLinear reads: brainunit's, and brainevent's when
+    brainevent is loaded (a brainevent matrix cannot exist otherwise; it is no dependency).
+    brainevent's ``CSR``/``CSC`` subclass ``brainunit.sparse.SparseMatrix`` but not
+    brainunit's ``CSR``/``CSC``; its ``COO`` was removed in brainevent 0.1.0."""
+    found = {name: (getattr(u.sparse, name),) for name in ("COO", "CSR", "CSC")}
+    brainevent = sys.modules.get("brainevent")
+    if brainevent is not None:
+        for name in found:
+            cls = getattr(brainevent, name, None)  # a removed name raises AttributeError
+            if isinstance(cls, type):
+                found[name] += (cls,)
+    return found
+
+
+def _coordinates(who: str, spar_mat) -> tuple[np.ndarray, np.ndarray]:
+    """The (row, column) of every stored value of ``spar_mat``, in ``data``'s order."""
+    n_in, n_out = spar_mat.shape
+    classes = _sparse_classes()
+    if isinstance(spar_mat, classes["COO"]):
+        return np.asarray(spar_mat.row), np.asarray(spar_mat.col)
+    if isinstance(spar_mat, classes["CSR"]):
+        return np.repeat(np.arange(n_in), np.diff(np.asarray(spar_mat.indptr))), np.asarray(spar_mat.indices)
+    if isinstance(spar_mat, classes["CSC"]):
+        return np.asarray(spar_mat.indices), np.repeat(np.arange(n_out), np.diff(np.asarray(spar_mat.indptr)))
+    known = ", ".join(f"{c.__module__}.{c.__qualname__}" for group in classes.values() for c in group)
+    raise ValueError(f"{who}: argument 'spar_mat' must be one of {known}; got {type(spar_mat).__module__}."
+                     f"{type(spar_mat).__qualname__}")
+
+
 class SparseLinear(brainstate.nn.Module):
     """``y = x @ S + b`` for a fixed sparsity pattern whose non-zero values learn online.
 
     Args:
-      spar_mat: a ``brainunit.sparse`` COO/CSR/CSC matrix (I, O); its ``data`` is the
-        initial value of the learnable weight.
+      spar_mat: a ``brainunit.sparse`` COO/CSR/CSC or a ``brainevent`` CSR/CSC matrix
+        (I, O) with one stored value per non-zero; its ``data`` is the initial value of
+        the learnable weight.
       b_init: optional bias initializer (default none).
       in_size: optional input size; its last entry must equal I.
       name: module name.
@@ -226,20 +258,16 @@ class SparseLinear(brainstate.nn.Module):
         who = "SparseLinear"
         if not isinstance(spar_mat, u.sparse.SparseMatrix):
             raise ValueError(
-                f"{who}: argument 'spar_mat' must be a brainunit.sparse COO, CSR or CSC matrix; "
+                f"{who}: argument 'spar_mat' must be a brainunit.sparse or brainevent COO, CSR or CSC matrix; "
                 f"got {type(spar_mat).__name__}"
             )
         n_in, n_out = spar_mat.shape
-        if isinstance(spar_mat, u.sparse.COO):
-            rows, cols = np.asarray(spar_mat.row), np.asarray(spar_mat.col)
-        elif isinstance(spar_mat, u.sparse.CSR):
-            rows = np.repeat(np.arange(n_in), np.diff(np.asarray(spar_mat.indptr)))
-            cols = np.asarray(spar_mat.indices)
-        elif isinstance(spar_mat, u.sparse.CSC):
-            cols = np.repeat(np.arange(n_out), np.diff(np.asarray(spar_mat.indptr)))
-            rows = np.asarray(spar_mat.indices)
-        else:
-            raise ValueError(f"{who}: argument 'spar_mat' must be COO, CSR or CSC; got {type(spar_mat).__name__}")
+        rows, cols = _coordinates(who, spar_mat)
+        if jnp.shape(spar_mat.data) != rows.shape:
+            raise ValueError(
+                f"{who}: argument 'spar_mat' must store one value per non-zero (data of shape {rows.shape}); "
+                f"got data of shape {jnp.shape(spar_mat.data)} (a homogeneous matrix is not supported)"
+            )
         if in_size is not None and check.size(who, "in_size", in_size)[-1] != n_in:
             raise ValueError(f"{who}: argument 'in_size' must end in {n_in} (the matrix rows); got {in_size!r}")
         self.in_size, self.out_size = (n_in,), (n_out,)

@@ -51,6 +51,8 @@ class LRUCell(brainstate.nn.Module):
       max_phase: largest initial phase, > 0.
       name: module name.
 
+    Attributes: ``d_model``, ``d_hidden``, ``r_min``, ``r_max``, ``max_phase`` (as given).
+
     States: ``h_re``, ``h_im`` (B, N) or (N,). Input (B, H) or (H,); output ``y_t`` (B, H) or (H,).
     Parameters: ``nu_log``, ``theta_log``, ``gamma_log`` (N,); ``B_re``, ``B_im``
     ``{'weight': (H, N)}``; ``C_re``, ``C_im`` ``{'weight': (N, H)}``; ``D`` (H,).
@@ -82,6 +84,7 @@ class LRUCell(brainstate.nn.Module):
                 f"LRUCell: arguments 'r_min', 'r_max' must satisfy 0 <= r_min < r_max <= 1; got {r_min!r}, {r_max!r}"
             )
         self.d_model, self.d_hidden = h, n
+        self.r_min, self.r_max, self.max_phase = r_min, r_max, max_phase  # as braintrace stores them
         self.in_size, self.out_size = (h,), (h,)
         rand = brainstate.random
         nu_log = jnp.log(-0.5 * jnp.log(rand.uniform(size=(n,)) * (r_max**2 - r_min**2) + r_min**2))

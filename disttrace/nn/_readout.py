@@ -49,6 +49,10 @@ class LeakyRateReadout(brainstate.nn.Module):
 
     State: ``r`` (B, O) (none when ``tau=0``). Input (B, I) -> (B, O).
 
+    Attributes (braintrace's names): ``tau`` (the time constant as given), ``decay``
+    (κ, a float; 0 when ``tau=0``), ``W`` (the weight's ``ParamState``, the same object
+    as ``weight``: the compiler and checkpoints see it under ``weight`` only).
+
     Example:
       >>> import brainstate, jax.numpy as jnp, disttrace as dt
       >>> ro = dt.nn.LeakyRateReadout(4, 2, tau=5.0)
@@ -62,15 +66,36 @@ class LeakyRateReadout(brainstate.nn.Module):
         super().__init__(name=name)
         self.n_inputs, self.n_outputs, w = _weight("LeakyRateReadout", in_size, out_size, w_init, w_scale)
         self.in_size, self.out_size = (self.n_inputs,), (self.n_outputs,)
-        tau = check.steps("LeakyRateReadout", "tau", tau, allow_zero=True)
-        self.kappa = math.exp(-1.0 / tau) if tau > 0 else 0.0
+        self.tau = tau
+        steps = check.steps("LeakyRateReadout", "tau", tau, allow_zero=True)
+        self.kappa = math.exp(-1.0 / steps) if steps > 0 else 0.0
         self.r_init = r_init
         self.weight = brainstate.ParamState(w)
 
+    # braintrace's names, as properties: an instance attribute would be a second path to
+    # the same state in brainstate's graph (which sorts names, so 'W' would win).
+    @property
+    def decay(self) -> float:
+        """κ = exp(-1/τ), braintrace's name (0 for ``tau=0``)."""
+        return self.kappa
+
+    @property
+    def W(self) -> brainstate.ParamState:
+        """The weight (I, O), braintrace's name for ``weight``."""
+        return self.weight
+
+    def _r0(self, batch_size):
+        shape = self.out_size if batch_size is None else (batch_size, *self.out_size)
+        return brainstate.nn.init.param(self.r_init, shape)
+
     def init_state(self, batch_size=None, **kwargs):
         if self.kappa > 0:
-            shape = self.out_size if batch_size is None else (batch_size, *self.out_size)
-            self.r = brainstate.HiddenState(brainstate.nn.init.param(self.r_init, shape))
+            self.r = brainstate.HiddenState(self._r0(batch_size))
+
+    def reset_state(self, batch_size=None, **kwargs):
+        """Sets ``r`` back to ``r_init`` (shape (batch_size, O) or (O,)); no-op for ``tau=0``."""
+        if self.kappa > 0:
+            self.r.value = self._r0(batch_size)
 
     def update(self, x):
         x = jnp.asarray(x)
@@ -121,9 +146,16 @@ class LeakySpikeReadout(brainstate.nn.Module):
         self.spk_fun = _spike_fn(who, spk_fun)
         self.weight = brainstate.ParamState(w)
 
-    def init_state(self, batch_size=None, **kwargs):
+    def _v0(self, batch_size):
         shape = self.out_size if batch_size is None else (batch_size, *self.out_size)
-        self.V = brainstate.HiddenState(brainstate.nn.init.param(self.V_initializer, shape))
+        return brainstate.nn.init.param(self.V_initializer, shape)
+
+    def init_state(self, batch_size=None, **kwargs):
+        self.V = brainstate.HiddenState(self._v0(batch_size))
+
+    def reset_state(self, batch_size=None, **kwargs):
+        """Sets ``V`` back to ``V_initializer`` (shape (batch_size, O) or (O,))."""
+        self.V.value = self._v0(batch_size)
 
     def update(self, x):
         x = jnp.asarray(x)

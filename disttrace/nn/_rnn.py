@@ -15,7 +15,12 @@ b[kN:(k+1)N])``. The parameters are brainstate's, the output is the same, and ev
 gate is its own trace op whose output has the hidden shape; the gradient of each
 weight slice is mapped back to the fused parameter by the learner's weight VJP.
 (braintrace 0.2.8 keeps one ``Linear`` per gate instead — GRU ``Wz, Wr, Wh``, LSTM
-``Wi, Wg, Wf, Wo`` — so its parameters load here by concatenating the gate columns.)
+``Wi, Wg, Wf, Wo``, URLSTM ``Wf, Wr, Wu, Wo`` — so its parameters load here by
+concatenating the gate columns.) braintrace's per-gate names exist here too, as
+read/write views of the fused parameter's columns (*gate views*): ``cell.Wz.weight.value``
+reads gate z's ``{'weight': (I+N, N), 'bias': (N,)}``, assigning it writes those columns,
+and ``cell.Wz(xh)`` applies the gate alone. They are properties, not attributes, so the
+compiler, ``brainstate.graph`` and checkpoints see only the fused parameters.
 
 **Which weights get traces.** A gate that reaches a hidden state element-wise keeps a
 trace. The GRU's reset gate ``r`` reaches ``h`` only through ``Wh``'s op (``r ∘ h`` is
@@ -55,7 +60,7 @@ import jax
 import jax.numpy as jnp
 
 from disttrace.nn import _validation as check
-from disttrace.nn._linear import Linear
+from disttrace.nn._linear import Linear, _apply_2d
 from disttrace.ops import element_wise, matmul
 
 __all__ = [
@@ -113,6 +118,76 @@ def _blocks(layer: Linear, x, n: int, k: int) -> list:
     weight, bias = w["weight"], w.get("bias")
     cols = lambda a, i: None if a is None else a[..., i * n : (i + 1) * n]
     return [matmul(x, cols(weight, i), cols(bias, i)) for i in range(k)]
+
+
+class _GateParam:
+    """The ``.weight`` of a :class:`_GateView`: ``value`` reads and writes the gate's
+    columns of the fused ``ParamState``."""
+
+    def __init__(self, view: _GateView):
+        self._view = view
+
+    @property
+    def value(self) -> dict:
+        v = self._view
+        return {key: a[..., v.columns] for key, a in v.fused.weight.value.items()}
+
+    @value.setter
+    def value(self, new) -> None:
+        v = self._view
+        fused = v.fused.weight.value
+        if not isinstance(new, dict) or set(new) != set(fused):
+            raise ValueError(
+                f"{v.name}: the gate's weight value must be a dict with keys {sorted(fused)}; got "
+                f"{sorted(new) if isinstance(new, dict) else type(new).__name__}"
+            )
+        out = {}
+        for key, a in fused.items():
+            b = jnp.asarray(new[key])
+            want = a[..., v.columns].shape
+            if b.shape != want:
+                raise ValueError(f"{v.name}: the gate's {key!r} must have shape {want}; got {b.shape}")
+            out[key] = a.at[..., v.columns].set(b.astype(a.dtype))
+        v.fused.weight.value = out
+
+
+class _GateView:
+    """One gate of a fused-gate cell under braintrace 0.2.8's per-gate ``Linear`` name.
+
+    A view, not a layer: it owns no state; ``weight.value`` reads (and, assigned, writes)
+    columns ``k·N:(k+1)·N`` of the fused :class:`~disttrace.nn.Linear`, and calling it
+    applies that gate alone (one ``ops.matmul``, as the cell does).
+
+    Attributes:
+      fused: the cell's fused ``Linear`` (``Wrz`` or ``W``).
+      columns: the gate's column slice of it.
+      name: ``'<Cell>.<gate name>'``, for messages.
+      in_size, out_size: (I+N,), (N,).
+    """
+
+    def __init__(self, fused: Linear, k: int, n: int, name: str):
+        self.fused, self.columns, self.name = fused, slice(k * n, (k + 1) * n), name
+        self.in_size, self.out_size = fused.in_size, (n,)
+        self.weight = _GateParam(self)
+
+    def __call__(self, x):
+        x = jnp.asarray(x)
+        check.features(self.name, x, self.in_size[-1])
+        value = self.weight.value
+        return _apply_2d(lambda v: matmul(v, value["weight"], value.get("bias")), x, self.in_size[-1])
+
+    def __repr__(self):
+        return f"GateView({self.name}, columns {self.columns.start}:{self.columns.stop})"
+
+
+def _gate(fused: str, k: int, gate: str) -> property:
+    """A read-only property: braintrace's per-gate ``Linear`` ``gate`` as a :class:`_GateView`
+    of block ``k`` of the fused ``Linear`` attribute ``fused``."""
+
+    def get(self) -> _GateView:
+        return _GateView(getattr(self, fused), k, self.num_out, f"{type(self).__name__}.{gate}")
+
+    return property(get, doc=f"braintrace's ``{gate}``: a view of gate block {k} of ``{fused}`` (see the module docstring).")
 
 
 class _Cell(brainstate.nn.Module):
@@ -227,7 +302,8 @@ class GRUCell(_Cell):
 
     State: ``h`` (B, N) or (N,). Input (B, I) or (I,); output ``h_t``.
     Parameters: ``Wrz.weight = {'weight': (I+N, 2N), 'bias': (2N,)}`` (``r`` first),
-    ``Wh.weight = {'weight': (I+N, N), 'bias': (N,)}``.
+    ``Wh.weight = {'weight': (I+N, N), 'bias': (N,)}``. braintrace's ``Wr``, ``Wz`` are
+    gate views of ``Wrz``'s two blocks.
 
     Example:
       >>> import brainstate, jax.numpy as jnp, disttrace as dt
@@ -253,6 +329,9 @@ class GRUCell(_Cell):
         n_xh = self.num_in + self.num_out
         self.Wrz = self._linear(n_xh, 2 * self.num_out, w_init, b_init)
         self.Wh = self._linear(n_xh, self.num_out, w_init, b_init)
+
+    Wr = _gate("Wrz", 0, "Wr")
+    Wz = _gate("Wrz", 1, "Wz")
 
     def update(self, x):
         x, h = self._check_x(x), self.h.value
@@ -326,7 +405,8 @@ class LSTMCell(_Cell):
       name: module name.
 
     States: ``c``, ``h`` (B, N) or (N,). Input (B, I) or (I,); output ``h_t``.
-    Parameters: ``W.weight = {'weight': (I+N, 4N), 'bias': (4N,)}``, gate order i, g, f, o.
+    Parameters: ``W.weight = {'weight': (I+N, 4N), 'bias': (4N,)}``, gate order i, g, f, o;
+    braintrace's ``Wi``, ``Wg``, ``Wf``, ``Wo`` are gate views of its blocks.
 
     Example:
       >>> import brainstate, jax.numpy as jnp, disttrace as dt
@@ -352,6 +432,11 @@ class LSTMCell(_Cell):
         super().__init__(in_size, out_size, state_init, name)
         self.activation = _activation("LSTMCell", activation)
         self.W = self._linear(self.num_in + self.num_out, 4 * self.num_out, w_init, b_init)
+
+    Wi = _gate("W", 0, "Wi")
+    Wg = _gate("W", 1, "Wg")
+    Wf = _gate("W", 2, "Wf")
+    Wo = _gate("W", 3, "Wo")
 
     def update(self, x):
         i, g, f, o = _blocks(self.W, self._xh(x), self.num_out, 4)
@@ -392,7 +477,8 @@ class URLSTMCell(_Cell):
       name: module name.
 
     States: ``c``, ``h`` (B, N) or (N,). Parameters: ``W.weight = {'weight': (I+N, 4N)}``
-    (gate order f, r, u, o), ``bias`` (N,).
+    (gate order f, r, u, o), ``bias`` (N,); braintrace's ``Wf``, ``Wr``, ``Wu``, ``Wo``
+    are gate views of ``W``'s blocks.
 
     Example:
       >>> import brainstate, jax.numpy as jnp, disttrace as dt
@@ -418,6 +504,11 @@ class URLSTMCell(_Cell):
         self.activation = _activation("URLSTMCell", activation)
         self.W = self._linear(self.num_in + self.num_out, 4 * self.num_out, w_init, None)
         self.bias = brainstate.ParamState(_logit_uniform(self.num_out))
+
+    Wf = _gate("W", 0, "Wf")
+    Wr = _gate("W", 1, "Wr")
+    Wu = _gate("W", 2, "Wu")
+    Wo = _gate("W", 3, "Wo")
 
     def update(self, x):
         f, r, u, o = _blocks(self.W, self._xh(x), self.num_out, 4)

@@ -1,22 +1,28 @@
-"""Convolution trace op (channels-last, any number of spatial dims).
+"""Convolution trace op (channels-last, 1-3 spatial dims, with strides, padding, input
+and kernel dilation and feature groups).
 
-Shapes: ``x`` (B, *S_in, C), ``w`` (*window, C, O), ``y`` (B, *S_out, O). Every output
-position is its own neuron, so the hidden group's neuron shape is (*S_out, O).
+Shapes: ``x`` (B, *S_in, C), ``w`` (*window, C/G, O) for G feature groups, ``y``
+(B, *S_out, O). Every output position is its own neuron, so the hidden group's neuron
+shape is (*S_out, O).
 
 In trace space the op is a per-position matmul of the input patches
-``P[b, p, f]`` (f runs over (C, *window)) with the kernel reshaped to (F, O):
+``P[b, p, g, f]`` (f runs over (C/G, *window) of group g's input channels) with the
+kernel reshaped to (F, O), output channel o reading the patches of its group g(o):
 
 .. math::
-    E_t[b,k,p,f,o] = Σ_{k'} D_t[b,k,k',p,o] E_{t-1}[b,k',p,f,o] + g_t[b,k,p,o] P_t[b,p,f]
+    E_t[b,k,p,f,o] = Σ_{k'} D_t[b,k,k',p,o] E_{t-1}[b,k',p,f,o] + g_t[b,k,p,o] P_t[b,p,g(o),f]
 
 D-RTRL therefore keeps (B, K, P, F, O) — exact, but large; ES-D-RTRL keeps the
-smoothed patches (B, P, F) and contracts ``Σ_{b,p} ε^P[b,p,f] s[b,p,o]``.
+smoothed patches (B, P, G·F) and contracts ``Σ_{b,p} ε^P[b,p,g(o),f] s[b,p,o]``.
+Dilation only changes which input values form a patch (``conv_general_dilated_patches``
+takes the same dilations), not the trace layout.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -38,21 +44,41 @@ def _dimension_numbers(nd: int):
 
 @dataclasses.dataclass(frozen=True)
 class _ConvRule(TraceOpRule):
-    es_foldable: bool = True  # es_grad reads only the kernel rank
+    es_foldable: bool = True  # es_grad reads only the kernel rank and the (static) group count
 
     def specialize(self, body: OpBody):
-        # Strides and padding are static jit arguments, baked into the body's one convolution.
+        # Strides, padding, dilations and groups are static jit arguments, baked into the
+        # body's one convolution.
         (window,) = body.convs
-        return dataclasses.replace(self, static=(window.strides, window.padding))
+        return dataclasses.replace(
+            self,
+            static=(
+                window.strides,
+                window.padding,
+                window.lhs_dilation or None,
+                window.rhs_dilation or None,
+                window.feature_group_count,
+            ),
+        )
+
+    @property
+    def _groups(self) -> int:
+        return self.static[4]
 
     def _patches(self, operands):
         x, w = operands[:2]
         nd = w.ndim - 2
-        strides, padding = self.static
+        strides, padding, lhs_dilation, rhs_dilation, _ = self.static
         p = lax.conv_general_dilated_patches(
-            x, w.shape[:nd], strides, padding, dimension_numbers=_dimension_numbers(nd)
+            x, w.shape[:nd], strides, padding, lhs_dilation, rhs_dilation, dimension_numbers=_dimension_numbers(nd)
         )
-        return p.reshape(p.shape[0], -1, p.shape[-1])  # (B, P, F) with f = (C, *window)
+        return p.reshape(p.shape[0], -1, p.shape[-1])  # (B, P, C·window) with f = (C, *window)
+
+    def _split(self, a, axis):
+        """Splits ``axis`` of ``a`` into (G, size / G): channels of one group are contiguous
+        both in the patches' (C, *window) rows and in the output channels."""
+        axis = axis % a.ndim
+        return a.reshape(a.shape[:axis] + (self._groups, -1) + a.shape[axis + 1 :])
 
     def _kernel_matrix_shape(self, w):
         return (w.shape[-2] * math.prod(w.shape[:-2]), w.shape[-1])
@@ -70,7 +96,11 @@ class _ConvRule(TraceOpRule):
 
     def dr_outer(self, g, operands):
         g = self.to_trace_neurons(g, operands)
-        return (jnp.einsum("bpf,bkpo->bkpfo", self._patches(operands).astype(g.dtype), g),)
+        patches = self._patches(operands).astype(g.dtype)
+        if self._groups == 1:
+            return (jnp.einsum("bpf,bkpo->bkpfo", patches, g),)
+        e = jnp.einsum("bpgf,bkpgo->bkpfgo", self._split(patches, -1), self._split(g, -1))
+        return (e.reshape(e.shape[:4] + (-1,)),)
 
     def dr_decay(self, d, trace):
         # d (B,K,K,P,O), trace (B,K,P,F,O): F sits between the neuron axes P and O
@@ -86,19 +116,31 @@ class _ConvRule(TraceOpRule):
         return self._patches(operands)  # (B, P, F)
 
     def outer_sum(self, gs, xs, operands):
-        # Σ_u patches_u ⊗ g_u: (U,B,P,F) x (U,B,K,P,O) -> (B,K,P,F,O)
-        return (jnp.einsum("ubpf,ubkpo->bkpfo", xs.astype(gs.dtype), gs),)
+        # Σ_u patches_u ⊗ g_u: (U,B,P,G·F) x (U,B,K,P,O) -> (B,K,P,F,O)
+        xs = xs.astype(gs.dtype)
+        if self._groups == 1:
+            return (jnp.einsum("ubpf,ubkpo->bkpfo", xs, gs),)
+        e = jnp.einsum("ubpgf,ubkpgo->bkpfgo", self._split(xs, -1), self._split(gs, -1))
+        return (e.reshape(e.shape[:4] + (-1,)),)
 
     def input_vjp_sum(self, xs, cs, operands):
-        # Σ_u Σ_b Σ_p patches ⊗ c: (U,B,P,F) x (U,B,P,O) -> (F, O)
-        return (jnp.einsum("ubpf,ubpo->fo", xs.astype(cs.dtype), cs),)
+        # Σ_u Σ_b Σ_p patches ⊗ c: (U,B,P,G·F) x (U,B,P,O) -> (F, O)
+        xs = xs.astype(cs.dtype)
+        if self._groups == 1:
+            return (jnp.einsum("ubpf,ubpo->fo", xs, cs),)
+        g = jnp.einsum("ubpgf,ubpgo->fgo", self._split(xs, -1), self._split(cs, -1))
+        return (g.reshape(g.shape[0], -1),)
 
     def es_input(self, operands):
         return self._patches(operands)
 
     def es_grad(self, x_trace, signal, operands):
         signal = self.to_trace_neurons(signal, operands)
-        return (jnp.einsum("bpf,bpo->fo", x_trace.astype(signal.dtype), signal),)
+        x_trace = x_trace.astype(signal.dtype)
+        if self._groups == 1:
+            return (jnp.einsum("bpf,bpo->fo", x_trace, signal),)
+        g = jnp.einsum("bpgf,bpgo->fgo", self._split(x_trace, -1), self._split(signal, -1))
+        return (g.reshape(g.shape[0], -1),)
 
     def to_weights(self, tgrad, operands, op_fn):
         (g,) = tgrad
@@ -112,29 +154,61 @@ class _ConvRule(TraceOpRule):
 register(_ConvRule(name="conv", input_argnum=0, weight_argnums=(1,), chunkable=True))
 
 
-def _dt_conv(x, w, strides, padding):
+def _dt_conv(x, w, strides, padding, lhs_dilation, rhs_dilation, feature_group_count):
     nd = w.ndim - 2
-    return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_dimension_numbers(nd))
+    return lax.conv_general_dilated(
+        x, w, strides, padding, lhs_dilation, rhs_dilation, _dimension_numbers(nd),
+        feature_group_count=feature_group_count,
+    )
 
 
-_conv_op = trace_op("conv", _dt_conv, static_argnames=("strides", "padding"))
+_conv_op = trace_op(
+    "conv", _dt_conv, static_argnames=("strides", "padding", "lhs_dilation", "rhs_dilation", "feature_group_count")
+)
 
 
-def conv(x: jax.Array, w: jax.Array, bias: jax.Array | None = None, *, strides=None, padding="SAME") -> jax.Array:
+def _per_dim(arg, value, nd):
+    """``None`` (1 everywhere) or one positive int per spatial dim, as a tuple."""
+    if value is None:
+        return (1,) * nd
+    value = tuple(value)
+    if len(value) != nd or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in value):
+        raise ValueError(f"conv: argument {arg!r} must be {nd} positive ints (one per spatial dim); got {value!r}")
+    return tuple(int(v) for v in value)
+
+
+def conv(
+    x: jax.Array,
+    w: jax.Array,
+    bias: jax.Array | None = None,
+    *,
+    strides=None,
+    padding="SAME",
+    lhs_dilation=None,
+    rhs_dilation=None,
+    feature_group_count: int = 1,
+) -> jax.Array:
     """Channels-last convolution whose kernel takes part in eligibility traces.
+
+    ``y = lax.conv_general_dilated(x, w, strides, padding, lhs_dilation, rhs_dilation,
+    feature_group_count=G) + bias`` with (N, *spatial, C) / (*window, I, O) layouts.
 
     Args:
       x: input (B, *spatial, C).
-      w: kernel (*window, C, O).
+      w: kernel (*window, C/G, O); O must be a multiple of G.
       bias: optional (O,) bias (an element-wise trace op).
       strides: per-spatial-dim strides (default 1).
       padding: ``"SAME"``, ``"VALID"`` or explicit pairs.
+      lhs_dilation: per-spatial-dim input dilation (default 1: none).
+      rhs_dilation: per-spatial-dim kernel dilation (default 1: none).
+      feature_group_count: G; input channel group g feeds output channel group g only.
 
     Returns:
       (B, *spatial_out, O).
 
     Raises:
-      ValueError: on mismatched ranks or channels, naming the argument.
+      ValueError: on mismatched ranks, channels or groups, or bad dilations, naming the
+        argument.
 
     Example:
       >>> import jax.numpy as jnp, disttrace as dt
@@ -148,12 +222,26 @@ def conv(x: jax.Array, w: jax.Array, bias: jax.Array | None = None, *, strides=N
             f"conv: argument 'x' must have shape (B, *spatial, C) with {max(nd, 1)} spatial dims for a "
             f"kernel of shape {w.shape}; got {x.shape}"
         )
-    if x.shape[-1] != w.shape[-2]:
-        raise ValueError(f"conv: argument 'x' has {x.shape[-1]} channels but 'w' expects {w.shape[-2]}")
+    groups = feature_group_count
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
+        raise ValueError(f"conv: argument 'feature_group_count' must be a positive int; got {groups!r}")
+    groups = int(groups)
+    if w.shape[-1] % groups:
+        raise ValueError(
+            f"conv: argument 'w' must have a multiple of feature_group_count={groups} output channels; got {w.shape}"
+        )
+    if x.shape[-1] != w.shape[-2] * groups:
+        raise ValueError(
+            f"conv: argument 'x' has {x.shape[-1]} channels but 'w' expects {w.shape[-2]} x {groups} groups "
+            f"= {w.shape[-2] * groups}"
+        )
     strides = (1,) * nd if strides is None else tuple(int(s) for s in strides)
     if not isinstance(padding, str):
         padding = tuple(tuple(int(v) for v in p) for p in padding)
-    y = _conv_op(x, w, strides=strides, padding=padding)
+    y = _conv_op(
+        x, w, strides=strides, padding=padding, lhs_dilation=_per_dim("lhs_dilation", lhs_dilation, nd),
+        rhs_dilation=_per_dim("rhs_dilation", rhs_dilation, nd), feature_group_count=groups,
+    )
     if bias is not None:
         bias = jnp.asarray(bias)
         if bias.shape != (w.shape[-1],):

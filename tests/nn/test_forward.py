@@ -89,8 +89,8 @@ def test_conv_matches_brainstate(name, in_size, kwargs):
 
 def test_conv_rejects_unsupported_arguments():
     for kwargs, arg in (
-        (dict(groups=2), "groups"),
-        (dict(rhs_dilation=2), "rhs_dilation"),
+        (dict(groups=3), "groups"),  # 3 does not divide the 2 channels
+        (dict(rhs_dilation=0), "rhs_dilation"),
         (dict(channel_first=True), "channel_first"),
         (dict(padding="FULL"), "padding"),
     ):
