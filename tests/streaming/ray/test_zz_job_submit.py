@@ -4,8 +4,9 @@ which stops every Ray process on this machine — the session's own cluster incl
 which has finished its tests by then).
 
 The job trains ``configs/evidence_stream_sync.yaml`` (2 workers forming one
-``jax.distributed`` job, 60 trials = 2,700 steps): the job SUCCEEDS, its logs hold the
-progress lines and a held-out accuracy >= 0.80.
+``jax.distributed`` job, 60 trials = 2,700 steps): the job's status is SUCCEEDED, and
+``ray job logs`` holds the progress lines and a held-out accuracy >= 0.80 (measured
+here: 0.984; the calibration with the trial trainer is 0.996 after 60 trials).
 """
 
 import os
@@ -54,7 +55,11 @@ def test_ray_job_submit_runs_the_sync_config(tmp_path):
                 break
             time.sleep(5)
         assert job.returncode == 0, logs[-5000:]
-        assert "SUCCEEDED" in logs, logs[-5000:]
+        job_id = re.search(r"Job '(raysubmit_\w+)' succeeded", logs).group(1)
+        from ray.job_submission import JobStatus, JobSubmissionClient
+
+        assert JobSubmissionClient(address).get_job_status(job_id) == JobStatus.SUCCEEDED
+        logs = _ray("job", "logs", "--address", address, job_id, env=env).stdout
         assert re.search(r"step 2700  records 86400  loss \S+  records/s \d+  restarts 0", logs), logs[-5000:]
         accuracy = float(re.search(r"held-out accuracy: ([0-9.]+)", logs).group(1))
         assert accuracy >= 0.80, logs[-3000:]
