@@ -16,13 +16,18 @@ import jax
 import jax.numpy as jnp
 
 from disttrace import checks
+from disttrace.tasks._trial_task import TrialTask
 
 __all__ = ["EvidenceAccumulation"]
 
 
 @dataclasses.dataclass(frozen=True)
-class EvidenceAccumulation:
+class EvidenceAccumulation(TrialTask):
     """Task parameters; :meth:`sample` draws a batch.
+
+    The common task interface (:class:`~disttrace.tasks.TrialTask`: ``kind`` =
+    "classification", ``trials``, ``stream``, ``held_out``, ``metric``) comes on top;
+    labels are one per trial (B,).
 
     Attributes:
       n_cues: cues per trial (odd, so there is no tie).
@@ -42,6 +47,8 @@ class EvidenceAccumulation:
     n_per_group: int = 10
     rate: float = 0.4
     noise_rate: float = 0.05
+
+    kind = "classification"
 
     def __post_init__(self):
         who = "EvidenceAccumulation"
