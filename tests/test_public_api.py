@@ -12,7 +12,7 @@ import sys
 import disttrace as dt
 
 SNAPSHOT = pathlib.Path(__file__).with_name("public_api.json")
-PACKAGES = ("", "algorithms", "checkpoint", "compiler", "distributed", "lora", "nn", "ops", "streaming", "train")
+PACKAGES = ("", "algorithms", "checkpoint", "compiler", "distributed", "lora", "nn", "ops", "streaming", "tasks", "train")
 
 
 def _default(value) -> str:
