@@ -4,6 +4,7 @@ entry point shows up here and must be made on purpose.
 Regenerate after an intended change: ``python -m tests.test_public_api --update``.
 """
 
+import importlib
 import inspect
 import json
 import pathlib
@@ -46,7 +47,7 @@ def _signature(obj) -> str:
 def current() -> dict:
     api = {}
     for name in PACKAGES:
-        module = getattr(dt, name) if name else dt
+        module = importlib.import_module(f"disttrace.{name}") if name else dt
         for export in sorted(module.__all__):
             obj = getattr(module, export)
             kind = "module" if inspect.ismodule(obj) else ("callable" if callable(obj) else "value")
