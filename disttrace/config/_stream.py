@@ -49,9 +49,12 @@ class StreamConfig:
         a multiple of ``average_every``.
       max_failures: group restarts / rollbacks tolerated before the run fails (exit 1).
       stall_timeout_s: a worker that reports nothing for this long has failed.
-      source: ``task`` (the task, streamed), ``directory`` (npz chunk files under
+      source: ``task`` (the task, streamed), or data on disk — then the task section only
+        gives the model's input and output sizes (``n_in``, ``n_out``) — ``directory`` (npz chunk files under
         ``directory``, see ``disttrace.streaming.DirectoryStream``) or ``ray_data``
-        (Ray Data in order; not built yet: the job refuses it before starting).
+        (``disttrace.streaming.ray.RayDataStream``: the Parquet files under
+        ``directory/p<partition>``, columns ``x`` and ``y``, read in order with Ray Data;
+        needs ``pip install disttrace[data]``).
       directory: the data directory of the ``directory`` and ``ray_data`` sources.
       follow: ``directory``: wait for new files instead of ending after the last one.
       resources_per_worker: ``.options(...)`` of each Ray actor (null: one CPU).

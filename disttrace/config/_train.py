@@ -192,8 +192,6 @@ class TrainConfig:
                 "mesh", f"is set by the workers in mode {s.mode!r} (sync: data = num_workers * devices_per_worker); "
                 f"leave data and model at 1; got data {self.mesh.data}, model {self.mesh.model}",
             )
-        if getattr(self.task, "is_stream", False) and s.source != "task":
-            raise ConfigError("stream.source", f"must be 'task' for task {type(self.task).name!r}; got {s.source!r}")
 
 
 def _gcd(a: int, b: int) -> int:

@@ -31,10 +31,6 @@ from disttrace import config
 __all__ = ["config_source", "config_trainer", "run_stream", "worker_spec"]
 
 
-_RAY_DATA = ("'ray_data' (RayDataStream) is not built yet; write the data as npz chunks and use source "
-              "'directory' (disttrace.streaming.write_npz_chunk)")
-
-
 def _config(spec) -> config.TrainConfig:
     return config.from_data(config.TrainConfig, spec.config)
 
@@ -74,7 +70,7 @@ def config_source(spec, rank: int):
 
     cfg = _config(spec)
     s, parts, p = cfg.stream, spec.partitions_of(rank), spec.num_partitions
-    if _is_stream_task(cfg):
+    if s.source == "task" and _is_stream_task(cfg):
         t = cfg.task
         return streaming.CountingStream(t.n_records, cfg.batch_size, parts, p, n_in=t.n_in, n_out=t.n_out,
                                         seed=cfg.seed)
@@ -82,7 +78,9 @@ def config_source(spec, rank: int):
         return streaming.TaskStream(cfg.task.build(), cfg.batch_size, parts, p, seed=cfg.seed)
     if s.source == "directory":
         return streaming.DirectoryStream(s.directory, parts, follow=s.follow, num_partitions=p)
-    raise config.ConfigError("stream.source", _RAY_DATA)
+    from disttrace.streaming.ray import RayDataStream
+
+    return RayDataStream.from_directory(s.directory, cfg.batch_size, parts, p)
 
 
 def worker_spec(cfg):
@@ -95,8 +93,6 @@ def worker_spec(cfg):
     from disttrace.streaming.ray import WorkerSpec
 
     s = cfg.stream
-    if s.source == "ray_data":
-        raise config.ConfigError("stream.source", _RAY_DATA)
     directory = cfg.checkpoint.directory
     if directory is None and s.mode != "local":
         raise config.ConfigError(
@@ -119,6 +115,23 @@ def worker_spec(cfg):
         evaluate_every_log=trial and s.mode != "sync", tpu_slice=s.tpu_slice,
         config={**config.to_data(cfg), "checkpoint": {**config.to_data(cfg.checkpoint), "directory": directory}},
     )
+
+
+def _check_source(cfg, spec) -> None:
+    """Opens the data a run reads once before Ray starts, so that a missing directory or a
+    malformed file is a config error naming it, not a failure of every worker."""
+    s = cfg.stream
+    if s.source == "ray_data":  # reading it would start Ray in this process: only the folders are checked
+        for p in range(spec.num_partitions):
+            path = os.path.join(s.directory, f"p{p}")
+            if "://" not in path and not os.path.isdir(path):
+                raise config.ConfigError("stream.directory", f"partition {p}'s folder {path} does not exist")
+        return
+    try:
+        source = config_source(spec, 0)
+    except (OSError, ValueError) as e:
+        raise config.ConfigError("stream.directory" if s.source == "directory" else "stream.source", str(e)) from None
+    source.close()
 
 
 def _check_resume(cfg, spec) -> int | None:
@@ -250,6 +263,7 @@ def run_stream(cfg, *, should_stop=None):
 
     s = cfg.stream
     spec = worker_spec(cfg)
+    _check_source(cfg, spec)
     resume = _check_resume(cfg, spec)
     where = "this process" if s.mode == "local" else f"{s.num_workers} Ray workers"
     print(f"disttrace {dt.__version__}: {cfg.algorithm.name} on the {cfg.task.name} stream, {s.mode} mode on {where}, "

@@ -104,11 +104,46 @@ def test_stream_config_errors_name_the_values(overrides, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_sync_and_async_need_a_checkpoint_directory_and_ray_data_is_refused(capsys):
+def test_sync_and_async_need_a_checkpoint_directory(capsys):
     assert cli(["--set", "stream.mode=async", "--set", "stream.num_workers=2", "--set", "steps=20"]) == 2
     assert "'checkpoint.directory': must be set in mode 'async'" in capsys.readouterr().err
-    assert cli(["--set", "stream.mode=local", "--set", "stream.source=ray_data", "--set", "stream.directory=d"]) == 2
-    assert "'stream.source': 'ray_data' (RayDataStream) is not built yet" in capsys.readouterr().err
+
+
+def test_an_unreachable_address_is_a_config_error_within_10_s(capsys):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    assert cli(["--set", "stream.mode=async", "--set", "stream.num_workers=2", "--set", "steps=20",
+                "--set", "checkpoint.directory=unused", "--set", f"stream.address=127.0.0.1:{port}"]) == 2
+    assert time.monotonic() - started < 10
+    assert f"config key 'stream.address': Ray address '127.0.0.1:{port}' is not reachable" in capsys.readouterr().err
+
+
+def test_a_directory_stream_from_the_config(tmp_path, capsys):
+    import numpy as np
+
+    from disttrace.streaming import write_npz_chunk
+
+    for p in range(2):  # 2 files of 3 steps per partition, 4 rows each, records 0..23
+        for seq in range(2):
+            x = np.random.default_rng(p * 10 + seq).normal(size=(3, 4, 4)).astype(np.float32)
+            ids = np.arange(seq * 12, seq * 12 + 12, dtype=np.int64).reshape(3, 4)
+            write_npz_chunk(tmp_path / "data", p, seq, x, x[..., :2] * 0.5, ids)
+    args = ["--set", "stream.mode=local", "--set", "stream.source=directory", "--set", f"stream.directory={tmp_path / 'data'}",
+            "--set", "stream.num_partitions=2", "--set", "task.name=counting", "--set", "loss=mse",
+            "--set", "batch_size=8", "--set", "log_every=3", "--set", f"checkpoint.directory={tmp_path / 'ckpt'}"]
+    assert cli(args) == 0
+    assert "reason end  steps 6  records 48" in capsys.readouterr().out
+    with Checkpointer(tmp_path / "ckpt", read_only=True) as reader:
+        assert Ledger.from_json(reader.meta()["stream"]["ledger"]) == Ledger.exactly_once([0, 1], 24)
+    missing = [a.replace(str(tmp_path / "data"), str(tmp_path / "nowhere")) for a in args]
+    assert cli([*missing[:-2], "--set", f"checkpoint.directory={tmp_path / 'other'}"]) == 2
+    assert "config key 'stream.directory': DirectoryStream: argument 'path' must be an existing directory" in (
+        capsys.readouterr().err)
 
 
 def test_the_disttrace_console_script_is_the_same_command(capsys):

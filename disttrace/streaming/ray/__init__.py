@@ -24,6 +24,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 from disttrace.streaming.ray._actor import StreamWorker as StreamWorker  # noqa: E402
 from disttrace.streaming.ray._address import connect as connect  # noqa: E402
 from disttrace.streaming.ray._address import disconnect as disconnect  # noqa: E402
+from disttrace.streaming.ray._data import RayDataStream as RayDataStream  # noqa: E402
 from disttrace.streaming.ray._driver import RunResult as RunResult  # noqa: E402
 from disttrace.streaming.ray._driver import StreamRunError as StreamRunError  # noqa: E402
 from disttrace.streaming.ray._driver import run as run  # noqa: E402
@@ -32,6 +33,7 @@ from disttrace.streaming.ray._spec import WorkerSpec as WorkerSpec  # noqa: E402
 from disttrace.streaming.ray._spec import worker_directory as worker_directory  # noqa: E402
 
 __all__ = [
+    "RayDataStream",
     "RunResult",
     "StreamRunError",
     "StreamWorker",
