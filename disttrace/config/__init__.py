@@ -40,11 +40,15 @@ from disttrace.config._sections import SCHEDULES as SCHEDULES
 from disttrace.config._sections import TASKS as TASKS
 from disttrace.config._sections import AlgorithmConfig as AlgorithmConfig
 from disttrace.config._sections import BPTTConfig as BPTTConfig
+from disttrace.config._sections import CopyConfig as CopyConfig
 from disttrace.config._sections import CountingConfig as CountingConfig
+from disttrace.config._sections import DMSConfig as DMSConfig
+from disttrace.config._sections import DriftingConfig as DriftingConfig
 from disttrace.config._sections import DRTRLConfig as DRTRLConfig
 from disttrace.config._sections import ESDRTRLConfig as ESDRTRLConfig
 from disttrace.config._sections import EvidenceConfig as EvidenceConfig
 from disttrace.config._sections import HybridConfig as HybridConfig
+from disttrace.config._sections import IntegratorConfig as IntegratorConfig
 from disttrace.config._sections import LeakyRateConfig as LeakyRateConfig
 from disttrace.config._sections import LossConfig as LossConfig
 from disttrace.config._sections import ModelConfig as ModelConfig
@@ -73,6 +77,10 @@ __all__ = [
     "CheckpointConfig",
     "ConfigError",
     "CountingConfig",
+    "IntegratorConfig",
+    "DriftingConfig",
+    "DMSConfig",
+    "CopyConfig",
     "DRTRLConfig",
     "ESDRTRLConfig",
     "EvidenceConfig",

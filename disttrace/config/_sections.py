@@ -6,8 +6,9 @@ Built-ins:
 - algorithm: ``d_rtrl``, ``es_d_rtrl(decay)``, ``hybrid(memory_budget, decay)``, ``bptt``;
 - model: ``spiking_net`` (LIF/ALIF layers + leaky readout), ``rnn`` (stacked RNN cells of
   one family + leaky readout), ``leaky_rate`` (leaky rate layers + readout);
-- task: ``evidence_accumulation`` (trials, or streamed), ``counting`` (a finite regression
-  stream of known records, for stream runs only);
+- task: ``evidence_accumulation``, ``delayed_match``, ``copy``, ``integrator``,
+  ``drifting`` (``disttrace.tasks``: trials, or streamed), ``counting`` (a finite
+  regression stream of known records, for stream runs only);
 - loss: ``masked_cross_entropy``, ``cross_entropy``, ``mse``;
 - optimizer: any ``optax.<name>`` (or a registered factory) with ``learning_rate`` and
   ``kwargs``; schedule: any ``optax.<name>`` schedule with ``kwargs``.
@@ -308,6 +309,84 @@ class EvidenceConfig(TaskConfig):
         from disttrace.tasks import EvidenceAccumulation
 
         return EvidenceAccumulation(**dataclasses.asdict(self))
+
+
+def _task(name: str, params: dict):
+    """``disttrace.tasks.<name>(**params)``; the task checks its own arguments (one place),
+    and its error becomes a ConfigError of the ``task`` section."""
+    import disttrace.tasks
+
+    try:
+        return getattr(disttrace.tasks, name)(**params)
+    except (TypeError, ValueError) as e:
+        raise ConfigError("task", str(e)) from None
+
+
+@TASKS.register("delayed_match")
+@dataclasses.dataclass(frozen=True)
+class DMSConfig(TaskConfig):
+    """``disttrace.tasks.DelayedMatchToSample``: match / non-match of two stimuli across
+    ``delay`` steps (T = 2 stim_len + delay + response); classification."""
+
+    n_stimuli: int = 2
+    stim_len: int = 5
+    delay: int = 10
+    response: int = 5
+    noise: float = 0.1
+    match_prob: float = 0.5
+
+    def build(self):
+        return _task("DelayedMatchToSample", dataclasses.asdict(self))
+
+
+@TASKS.register("copy")
+@dataclasses.dataclass(frozen=True)
+class CopyConfig(TaskConfig):
+    """``disttrace.tasks.CopyTask``: recall ``memory_length`` symbols after a delimiter
+    (T = 2 memory_length + delay + 1); classification per step."""
+
+    n_symbols: int = 4
+    memory_length: int = 5
+    delay: int = 0
+
+    def build(self):
+        return _task("CopyTask", dataclasses.asdict(self))
+
+
+@TASKS.register("integrator")
+@dataclasses.dataclass(frozen=True)
+class IntegratorConfig(TaskConfig):
+    """``disttrace.tasks.Integrator``: the running (leaky) integral of a noisy input;
+    regression (use ``loss: mse``)."""
+
+    n_in: int = 1
+    length: int = 50
+    leak: float = 0.0
+    dt: float = 0.1
+    noise: float = 1.0
+    drift: float = 0.5
+
+    def build(self):
+        return _task("Integrator", dataclasses.asdict(self))
+
+
+@TASKS.register("drifting")
+@dataclasses.dataclass(frozen=True)
+class DriftingConfig(TaskConfig):
+    """``disttrace.tasks.DriftingTask``: a mapping that switches every ``switch_every``
+    steps among ``n_contexts`` (continuous adaptation); ``kind`` classification or
+    regression (then ``loss: mse``)."""
+
+    n_features: int = 8
+    n_out: int = 2
+    n_contexts: int = 2
+    switch_every: int = 100
+    kind: str = "classification"
+    cue: bool = False
+    mapping_seed: int = 0
+
+    def build(self):
+        return _task("DriftingTask", dataclasses.asdict(self))
 
 
 @TASKS.register("counting")

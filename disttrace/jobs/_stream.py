@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 from disttrace import config
+from disttrace.jobs._trial import held_out_metric, metric_line
 
 __all__ = ["config_source", "config_trainer", "run_stream", "worker_spec"]
 
@@ -236,17 +237,19 @@ class _Metrics:
 
 
 def held_out_accuracy(cfg, spec, params) -> float | None:
-    """The accuracy of ``params`` on ``eval_batch`` held-out trials (``None``: the task
-    has none), with a model built for ``batch_size`` rows."""
+    """The task's held-out metric (accuracy, or MSE for regression) of ``params`` on
+    ``eval_batch`` held-out trials (``None``: the task has none), with a model built for
+    ``batch_size`` rows."""
     if _is_stream_task(cfg) or cfg.stream.source != "task":
         return None
     from disttrace.streaming import TaskStream
 
     trainer = config_trainer(spec, cfg.batch_size)
     trainer.set_params(params)
-    stream = TaskStream(cfg.task.build(), cfg.batch_size, None, spec.num_partitions, seed=cfg.seed)
+    task = cfg.task.build()
+    stream = TaskStream(task, cfg.batch_size, None, spec.num_partitions, seed=cfg.seed)
     n = max(1, cfg.eval_batch // cfg.batch_size)
-    return sum(trainer.evaluate(*stream.held_out(cfg.batch_size, seed=1 + i)) for i in range(n)) / n
+    return sum(held_out_metric(trainer, task, *stream.held_out(cfg.batch_size, seed=1 + i)) for i in range(n)) / n
 
 
 def run_stream(cfg, *, should_stop=None):
@@ -300,7 +303,7 @@ def run_stream(cfg, *, should_stop=None):
     accuracy = held_out_accuracy(cfg, spec, result.params)
     if accuracy is not None:
         n = max(1, cfg.eval_batch // cfg.batch_size) * cfg.batch_size
-        print(f"held-out accuracy: {accuracy:.3f} (chance 0.5) on {n} trials", flush=True)
+        print(f"{metric_line(cfg.task.build(), accuracy)} on {n} trials", flush=True)
     metrics.write({"time": time.time(), "event": "final", "reason": result.reason, "steps": result.steps,
                    "records": total.count, "accuracy": accuracy, "restarts": result.restarts})
     png = metrics.plot()

@@ -13,7 +13,7 @@ import time
 
 from disttrace import config
 
-__all__ = ["train_trials"]
+__all__ = ["held_out_metric", "metric_line", "train_trials"]
 
 
 def _same_run(saved: dict | None, cfg, directory: str) -> None:
@@ -97,8 +97,12 @@ def train_trials(cfg, *, restore_step: int | None = None):
         start = time.perf_counter()
         skipped = trainer.nonfinite_counts()["skipped"]
         for step in range(trainer.step_count + 1, cfg.steps + 1):
-            xs, labels, mask = task.sample(trainer.next_key(), cfg.batch_size)
-            loss = trainer.train_trial(xs, dt.train.label_targets(labels, mask))
+            if hasattr(task, "trials"):  # per-step targets: labels or regression targets
+                xs, ys = task.trials(trainer.next_key(), cfg.batch_size)
+            else:
+                xs, labels, mask = task.sample(trainer.next_key(), cfg.batch_size)
+                ys = dt.train.label_targets(labels, mask)
+            loss = trainer.train_trial(xs, ys)
             counts = trainer.nonfinite_counts()
             if counts["skipped"] > skipped:  # the update was not applied: the running loss leaves it out
                 skipped = counts["skipped"]
@@ -115,9 +119,25 @@ def train_trials(cfg, *, restore_step: int | None = None):
     finally:
         if ckpt is not None:
             ckpt.close()
-    # held-out accuracy on fresh trials, evaluated with the training batch size
+    # the held-out metric on fresh trials, evaluated with the training batch size
     eval_key = jax.random.PRNGKey(10_000 + cfg.seed)
     n = max(1, cfg.eval_batch // cfg.batch_size)
-    acc = sum(trainer.evaluate(*task.sample(jax.random.fold_in(eval_key, i), cfg.batch_size)) for i in range(n)) / n
-    print(f"held-out accuracy: {acc:.3f} (chance 0.5) on {n * cfg.batch_size} trials", flush=True)
-    return trainer, acc
+    value = sum(held_out_metric(trainer, task, *task.sample(jax.random.fold_in(eval_key, i), cfg.batch_size))
+                for i in range(n)) / n
+    print(f"{metric_line(task, value)} on {n * cfg.batch_size} trials", flush=True)
+    return trainer, value
+
+
+def held_out_metric(trainer, task, xs, targets, mask) -> float:
+    """The task's metric (``task.metric``: accuracy, or MSE for regression) of the
+    trainer's model on held-out trials; ``Trainer.evaluate`` for a task without one."""
+    if hasattr(task, "metric"):
+        return task.metric(trainer.predict(xs), targets, mask)
+    return trainer.evaluate(xs, targets, mask)
+
+
+def metric_line(task, value: float) -> str:
+    """``held-out accuracy: 0.949 (chance 0.5)`` or ``held-out mse: 0.0123``."""
+    if getattr(task, "kind", "classification") == "regression":
+        return f"held-out mse: {value:.4f}"
+    return f"held-out accuracy: {value:.3f} (chance {1 / task.n_out:.3g})"

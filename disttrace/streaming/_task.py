@@ -35,22 +35,32 @@ _MAX_FOLD = 2**32  # fold_in takes a uint32
 
 
 @functools.lru_cache(maxsize=32)
-def _sampler(task, rows: int):
-    """``(key, partition, index) -> task.sample(fold_in(fold_in(key, partition), index), rows)``,
-    jitted once per (task, rows) and shared by every stream of the process (a compile
-    takes seconds; a stream is often rebuilt, e.g. on each restart)."""
+def _sampler(task, rows: int, method: str = "sample"):
+    """``(key, partition, index) -> task.<method>(fold_in(fold_in(key, partition), index), rows)``,
+    jitted once per (task, rows, method) and shared by every stream of the process (a
+    compile takes seconds; a stream is often rebuilt, e.g. on each restart)."""
+    draw = getattr(task, method)
 
     def trial(key, partition, index):
-        return task.sample(jax.random.fold_in(jax.random.fold_in(key, partition), index), rows)
+        return draw(jax.random.fold_in(jax.random.fold_in(key, partition), index), rows)
 
     return jax.jit(trial)
 
 
-def _compiled(task, rows: int):
+def _compiled(task, rows: int, method: str = "sample"):
     try:
-        return _sampler(task, rows)
+        return _sampler(task, rows, method)
     except TypeError:  # an unhashable task: compiled for this use alone
-        return _sampler.__wrapped__(task, rows)
+        return _sampler.__wrapped__(task, rows, method)
+
+
+def _per_step(leaf: np.ndarray, partition_leaves: list[np.ndarray], t: int) -> np.ndarray:
+    """Step ``t`` of one target leaf across the served partitions: a (T,)-leaf (the loss
+    weights of a step, the same in every partition) is one scalar; a (T, R, ...)-leaf is
+    the partitions' rows, concatenated."""
+    if leaf.ndim == 1:
+        return leaf[t]
+    return np.concatenate([a[t] for a in partition_leaves], axis=0)
 
 
 class TaskStream:
@@ -65,9 +75,13 @@ class TaskStream:
       num_partitions: P; it must divide ``batch_size``.
       seed: the stream's seed.
 
-    Each :meth:`next` gives ``Batch(x (B_local, n_in) float32, y={"label": (B_local,)
-    int32, "mask": () float32}, ids (B_local,) int64)``: the target layout of
-    :func:`disttrace.train.masked_cross_entropy` (the mask is 1 during the recall period).
+    Each :meth:`next` gives ``Batch(x (B_local, n_in) float32, y, ids (B_local,) int64)``
+    with ``y`` step t of the task's per-step targets: for a task with ``trials``
+    (``disttrace.tasks.TrialTask``) step t of ``trials(...)[1]`` — ``{"label": (B_local,)
+    int32, "mask": () float32}`` for classification (the target layout of
+    :func:`disttrace.train.masked_cross_entropy`; the mask is 1 where the answer is read)
+    or ``(B_local, n_out)`` float32 for regression (:func:`disttrace.train.mse`); for a
+    task with only ``sample``, its per-trial labels at every step and the mask's step t.
 
     Raises:
       ValueError: on a bad argument (named, with what is allowed).
@@ -100,6 +114,9 @@ class TaskStream:
         self.seed = checks.non_negative_int(who, "seed", seed)
         self._key = jax.random.PRNGKey(self.seed)
         self._trial = _compiled(task, self.rows)
+        # a task with `trials` (disttrace.tasks.TrialTask) gives per-step targets: labels that
+        # change within a trial (copy), regression targets (integrator)
+        self._steps = _compiled(task, self.rows, "trials") if hasattr(task, "trials") else None
         self._step = 0
         self._cache: dict[int, tuple[int, np.ndarray, np.ndarray, np.ndarray]] = {}
 
@@ -113,27 +130,39 @@ class TaskStream:
         if cached is None or cached[0] != index:
             if index >= _MAX_FOLD:
                 raise OverflowError(f"TaskStream: trial {index} is past the last foldable trial index {_MAX_FOLD - 1}")
-            xs, labels, mask = self._trial(self._key, np.uint32(partition), np.uint32(index))
-            cached = (index, np.asarray(xs, np.float32), np.asarray(labels, np.int32), np.asarray(mask, np.float32))
+            key = (self._key, np.uint32(partition), np.uint32(index))
+            if self._steps is None:
+                xs, labels, mask = self._trial(*key)
+                ys = {"label": np.asarray(labels, np.int32)[None], "mask": np.asarray(mask, np.float32)}
+            else:
+                xs, ys = self._steps(*key)
+                ys = jax.tree.map(np.asarray, ys)
+            cached = (index, np.asarray(xs, np.float32), ys)
             self._cache[partition] = cached
         return cached[1:]
 
     def trial(self, partition: int, index: int):
-        """Trial ``index`` of ``partition``: ``(xs (T, R, n_in), labels (R,), mask (T,))``, numpy."""
+        """Trial ``index`` of ``partition``: ``(xs (T, R, n_in), labels (R,), mask (T,))``, numpy
+        (the task's ``sample``)."""
         partition = checks.non_negative_int("TaskStream.trial", "partition", partition)
         if partition >= self.num_partitions:
             raise ValueError(
                 f"TaskStream.trial: argument 'partition' must be < num_partitions ({self.num_partitions}); got {partition}"
             )
-        return self._load(partition, checks.non_negative_int("TaskStream.trial", "index", index))
+        index = checks.non_negative_int("TaskStream.trial", "index", index)
+        xs, labels, mask = self._trial(self._key, np.uint32(partition), np.uint32(index))
+        return np.asarray(xs, np.float32), np.asarray(labels), np.asarray(mask, np.float32)
 
     def next(self) -> Batch:
         """The next step: row ``j`` of partition ``p`` sees step ``t`` of its trial."""
         index, t = divmod(self._step, self.trial_length)
-        xs, labels, masks = zip(*(self._load(p, index) for p in self.partitions))
+        xs, ys = zip(*(self._load(p, index) for p in self.partitions))
         ids = self._step * self.rows + np.arange(self.rows, dtype=np.int64)
         x = np.concatenate([a[t] for a in xs], axis=0)
-        y = {"label": np.concatenate(labels), "mask": masks[0][t]}
+        if self._steps is None:  # a task without `trials`: one label per trial, read at every step
+            y = {"label": np.concatenate([y["label"][0] for y in ys]), "mask": ys[0]["mask"][t]}
+        else:
+            y = jax.tree.map(lambda leaf, *each: _per_step(leaf, list(each), t), ys[0], *ys)
         self._step += 1
         return Batch(x, y, np.tile(ids, len(self.partitions)))
 

@@ -386,6 +386,23 @@ class Trainer:
         """
         return self._trial(xs, label_targets(labels, mask), self._classification_loss)
 
+    def predict(self, xs) -> jax.Array:
+        """The model's outputs over held-out trials, from fresh hidden states, without
+        learning (for a task's ``metric``, e.g. ``task.metric(trainer.predict(xs),
+        targets, mask)``).
+
+        Writes the state's parameters into the model (``learner.predict`` runs it).
+
+        Args:
+          xs: (T, B, I) inputs, B the batch the learner was compiled for.
+
+        Returns:
+          The outputs (T, B, ...).
+        """
+        self._sync_model_params()
+        self.learner.reset_state()
+        return self.learner.predict(xs)
+
     def evaluate(self, xs, labels, mask) -> float:
         """Accuracy on held-out trials: the argmax of the mask-weighted sum of the logits
         over time against ``labels``, from fresh hidden states, without learning.
@@ -398,9 +415,7 @@ class Trainer:
         Returns:
           The fraction of correct trials.
         """
-        self._sync_model_params()
-        self.learner.reset_state()
-        logits = self.learner.predict(xs)  # (T, B, C)
+        logits = self.predict(xs)  # (T, B, C)
         pooled = jnp.einsum("t,tbc->bc", jnp.asarray(mask).astype(logits.dtype), logits)
         return float(jnp.mean(jnp.argmax(pooled, -1) == jnp.asarray(labels)))
 

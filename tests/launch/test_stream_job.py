@@ -171,3 +171,21 @@ def test_a_tpu_slice_places_worker_r_on_bundle_r():
     assert all(o["resources"] == {"TPU": 4} and "num_cpus" not in o for o in placed)
     with pytest.raises(ValueError, match="the slice has 4 hosts.*set stream.num_workers to 4, got 2"):
         placed_options(base, group, num_workers=2, num_bundles=4, chips_per_host=4)
+
+
+@pytest.mark.parametrize(("task", "more", "line"), [
+    ("delayed_match", ["task.delay=2", "task.stim_len=2", "task.response=2"], "held-out accuracy: "),
+    ("copy", ["task.memory_length=2"], "held-out accuracy: "),
+    ("integrator", ["task.length=8", "loss=mse"], "held-out mse: "),
+    ("drifting", ["task.switch_every=4"], "held-out accuracy: "),
+], ids=["delayed_match", "copy", "integrator", "drifting"])
+def test_every_built_in_task_runs_as_trials_and_as_a_stream(task, more, line, capsys):
+    common = ["--set", f"task.name={task}", *[a for m in more for a in ("--set", m)], "--set", "batch_size=4",
+              "--set", "model.name=leaky_rate", "--set", "model.n_rec=8", "--set", "eval_batch=4"]
+    assert cli([*common, "--set", "steps=2", "--set", "log_every=1"]) == 0  # trials
+    out = capsys.readouterr().out
+    assert f"on {task} (T=" in out and line in out
+    assert cli([*common, "--set", "stream.mode=local", "--set", "steps=16", "--set", "log_every=8"]) == 0
+    out = capsys.readouterr().out
+    assert f"on the {task} stream" in out and "done: mode local  reason max_steps  steps 16  records 64" in out
+    assert line in out

@@ -57,8 +57,13 @@ def _evaluator(spec: WorkerSpec, trainer, source):
     """``() -> held-out accuracy`` for progress lines, or ``None`` (no held-out trials)."""
     if not spec.evaluate_every_log or not hasattr(source, "held_out"):
         return None
-    held = source.held_out(spec.learner_batch)
-    return lambda: trainer.evaluate(*held)
+    task = getattr(source, "task", None)
+    if getattr(task, "kind", "classification") != "classification":
+        return None  # progress lines report an accuracy; a regression task's MSE comes at the end
+    xs, targets, mask = source.held_out(spec.learner_batch)
+    if task is not None and hasattr(task, "metric"):  # the task's metric: accuracy, or MSE (regression)
+        return lambda: task.metric(trainer.predict(xs), targets, mask)
+    return lambda: trainer.evaluate(xs, targets, mask)
 
 
 class StreamWorker:
