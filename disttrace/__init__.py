@@ -27,6 +27,14 @@ from disttrace.algorithms import compile as compile  # noqa: A004
 from disttrace.algorithms import pp_prop as pp_prop
 from disttrace.compiler import compile_etrace_graph as compile_etrace_graph
 from disttrace.errors import CompilationError as CompilationError
+from disttrace.ops import conv as conv
+from disttrace.ops import einsum as einsum
+from disttrace.ops import element_wise as element_wise
+from disttrace.ops import embedding as embedding
+from disttrace.ops import grouped_matmul as grouped_matmul
+from disttrace.ops import lora_matmul as lora_matmul
+from disttrace.ops import matmul as matmul
+from disttrace.ops import sparse_matmul as sparse_matmul
 
 __version__ = "0.1.0"
 
@@ -41,12 +49,20 @@ __all__ = [
     "compile",
     "compile_etrace_graph",
     "compiler",
+    "conv",
     "distributed",
+    "einsum",
+    "element_wise",
+    "embedding",
     "errors",
+    "grouped_matmul",
     "lora",
+    "lora_matmul",
+    "matmul",
     "nn",
     "ops",
     "pp_prop",
+    "sparse_matmul",
     "streaming",
     "train",
 ]

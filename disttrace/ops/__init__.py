@@ -7,6 +7,7 @@ A user adds an op with :func:`register` (a rule) and :func:`trace_op` (the jit).
 
 from disttrace.ops._blocks import apply_block as apply_block
 from disttrace.ops._conv import conv as conv
+from disttrace.ops._einsum import einsum as einsum
 from disttrace.ops._element_wise import ElementWiseRule as ElementWiseRule
 from disttrace.ops._element_wise import element_wise as element_wise
 from disttrace.ops._embedding import embedding as embedding
@@ -23,6 +24,7 @@ from disttrace.ops._registry import get_rule as get_rule
 from disttrace.ops._registry import register as register
 from disttrace.ops._registry import registered_names as registered_names
 from disttrace.ops._registry import trace_op as trace_op
+from disttrace.ops._sparse import sparse_coordinates as sparse_coordinates
 from disttrace.ops._sparse import sparse_matmul as sparse_matmul
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "TraceOpRule",
     "apply_block",
     "conv",
+    "einsum",
     "element_wise",
     "embedding",
     "get_rule",
@@ -43,6 +46,7 @@ __all__ = [
     "matmul",
     "register",
     "registered_names",
+    "sparse_coordinates",
     "sparse_matmul",
     "trace_op",
 ]

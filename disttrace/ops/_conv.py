@@ -23,11 +23,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from disttrace.ops._aliases import one_name, transformed
 from disttrace.ops._blocks import apply_block
 from disttrace.ops._element_wise import element_wise
 from disttrace.ops._registry import OpBody, TraceOpRule, register, trace_op
@@ -179,7 +181,7 @@ def _per_dim(arg, value, nd):
 
 def conv(
     x: jax.Array,
-    w: jax.Array,
+    w: jax.Array | None = None,
     bias: jax.Array | None = None,
     *,
     strides=None,
@@ -187,21 +189,42 @@ def conv(
     lhs_dilation=None,
     rhs_dilation=None,
     feature_group_count: int = 1,
+    kernel: jax.Array | None = None,
+    batch_group_count: int = 1,
+    dimension_numbers=None,
+    kernel_fn: Callable | None = None,
+    bias_fn: Callable | None = None,
 ) -> jax.Array:
     """Channels-last convolution whose kernel takes part in eligibility traces.
 
     ``y = lax.conv_general_dilated(x, w, strides, padding, lhs_dilation, rhs_dilation,
     feature_group_count=G) + bias`` with (N, *spatial, C) / (*window, I, O) layouts.
 
+    Also accepts braintrace 0.2.8's keywords: ``kernel`` (``w`` by its braintrace
+    name), ``kernel_fn``/``bias_fn`` (``conv(x, kernel_fn(w)) + bias_fn(bias)``, with
+    gradients taken with respect to the raw kernel and bias), ``batch_group_count``
+    (1 only) and ``dimension_numbers`` (the channels-last layout only). One difference
+    is not reconciled: braintrace's default layout (``dimension_numbers=None``) is
+    JAX's channels-first one, ours is channels-last; a braintrace call on
+    channels-first arrays must be rewritten for channels-last ones.
+
     Args:
       x: input (B, *spatial, C).
-      w: kernel (*window, C/G, O); O must be a multiple of G.
+      w: kernel (*window, C/G, O); O must be a multiple of G (braintrace: ``kernel``;
+        give one of the two).
       bias: optional (O,) bias (an element-wise trace op).
       strides: per-spatial-dim strides (default 1).
       padding: ``"SAME"``, ``"VALID"`` or explicit pairs.
       lhs_dilation: per-spatial-dim input dilation (default 1: none).
       rhs_dilation: per-spatial-dim kernel dilation (default 1: none).
       feature_group_count: G; input channel group g feeds output channel group g only.
+      kernel: braintrace's name for ``w``.
+      batch_group_count: must be 1 (accepted for braintrace's signature).
+      dimension_numbers: ``None`` or the channels-last layout, e.g.
+        ``("NHWC", "HWIO", "NHWC")`` for 2 spatial dims; any other layout is refused.
+      kernel_fn: optional shape-preserving transform of the kernel.
+      bias_fn: optional element-wise transform of ``bias`` (hashable: a module-level
+        function).
 
     Returns:
       (B, *spatial_out, O).
@@ -215,13 +238,18 @@ def conv(
       >>> dt.ops.conv(jnp.ones((2, 8, 3)), jnp.ones((3, 3, 4))).shape
       (2, 8, 4)
     """
-    x, w = jnp.asarray(x), jnp.asarray(w)
+    w = one_name("conv", ("w", w), ("kernel", kernel))
+    x, w = jnp.asarray(x), jnp.asarray(transformed("conv", "kernel_fn", kernel_fn, w))
     nd = w.ndim - 2
     if nd < 1 or x.ndim != nd + 2:
         raise ValueError(
             f"conv: argument 'x' must have shape (B, *spatial, C) with {max(nd, 1)} spatial dims for a "
             f"kernel of shape {w.shape}; got {x.shape}"
         )
+    if batch_group_count != 1 or isinstance(batch_group_count, bool):
+        raise ValueError(f"conv: argument 'batch_group_count' must be 1 (batch groups are not supported); got "
+                         f"{batch_group_count!r}")
+    _check_layout(x, w, dimension_numbers)
     groups = feature_group_count
     if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
         raise ValueError(f"conv: argument 'feature_group_count' must be a positive int; got {groups!r}")
@@ -246,5 +274,24 @@ def conv(
         bias = jnp.asarray(bias)
         if bias.shape != (w.shape[-1],):
             raise ValueError(f"conv: argument 'bias' must have shape ({w.shape[-1]},); got {bias.shape}")
-        y = y + element_wise(bias)
+        y = y + element_wise(bias, bias_fn)
     return y
+
+
+def _check_layout(x, w, dimension_numbers) -> None:
+    """Refuses any layout but channels-last (the only one the trace rule reads)."""
+    if dimension_numbers is None:
+        return
+    ours = _dimension_numbers(w.ndim - 2)
+    try:
+        same = lax.conv_dimension_numbers(x.shape, w.shape, dimension_numbers) == lax.conv_dimension_numbers(
+            x.shape, w.shape, ours
+        )
+    except (TypeError, ValueError):
+        same = False
+    if not same:
+        raise ValueError(
+            f"conv: argument 'dimension_numbers' must be None or the channels-last layout {ours!r} (input "
+            f"(B, *spatial, C), kernel (*window, C/G, O)); got {dimension_numbers!r}. Transpose channels-first "
+            "arrays to channels-last"
+        )

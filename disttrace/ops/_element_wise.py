@@ -21,6 +21,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from disttrace.ops._aliases import one_name
 from disttrace.ops._blocks import apply_block
 from disttrace.ops._registry import TraceOpRule, register, trace_op
 
@@ -76,8 +77,18 @@ def _identity(w):
     return w
 
 
-def element_wise(w: jax.Array, fn: Callable[[jax.Array], jax.Array] | None = None) -> jax.Array:
+def element_wise(
+    w: jax.Array | None = None,
+    fn: Callable[[jax.Array], jax.Array] | None = None,
+    *,
+    weight: jax.Array | None = None,
+    weight_fn: Callable[[jax.Array], jax.Array] | None = None,
+) -> jax.Array:
     """A per-neuron parameter transformed element-wise: ``fn(w)``.
+
+    Also accepts braintrace 0.2.8's signature ``element_wise(weight, *,
+    weight_fn=None)``: ``weight`` and ``weight_fn`` are ``w`` and ``fn`` by their
+    braintrace names (give one of each pair).
 
     Args:
       w: the parameter, any shape broadcastable to the hidden state it acts on
@@ -85,15 +96,24 @@ def element_wise(w: jax.Array, fn: Callable[[jax.Array], jax.Array] | None = Non
       fn: an element-wise function (``jnp.exp``, ``jax.nn.sigmoid``, ...), hashable
         (a module-level function, not a fresh lambda per call, to avoid retracing).
         ``None`` means the identity.
+      weight: braintrace's name for ``w``.
+      weight_fn: braintrace's name for ``fn``.
 
     Returns:
       ``fn(w)``, same shape as ``w``.
+
+    Raises:
+      ValueError: if ``fn`` is not callable, or a value is given under both names.
 
     Example:
       >>> import jax.numpy as jnp, disttrace as dt
       >>> dt.ops.element_wise(jnp.zeros(3), jnp.exp)
       Array([1., 1., 1.], dtype=float32)
+      >>> dt.element_wise(weight=jnp.zeros(3), weight_fn=jnp.exp)
+      Array([1., 1., 1.], dtype=float32)
     """
+    w = one_name("element_wise", ("w", w), ("weight", weight))
+    fn = one_name("element_wise", ("fn", fn), ("weight_fn", weight_fn), required=False)
     fn = _identity if fn is None else fn
     if not callable(fn):
         raise ValueError(f"element_wise: argument 'fn' must be callable; got {type(fn).__name__}")

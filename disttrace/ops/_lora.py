@@ -31,13 +31,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from disttrace import checks
+from disttrace.ops._aliases import transformed
 from disttrace.ops._conv import _ConvRule, _dimension_numbers
+from disttrace.ops._element_wise import element_wise
 from disttrace.ops._matmul import MatmulRule
 from disttrace.ops._registry import register, trace_op
 
@@ -75,34 +78,136 @@ def _dt_lora_matmul(x, lora_b, lora_a, alpha):
 _lora_op = trace_op("lora_matmul", _dt_lora_matmul, static_argnames=("alpha",))
 
 
-def lora_matmul(x: jax.Array, lora_b: jax.Array, lora_a: jax.Array, alpha: float = 1.0) -> jax.Array:
+def lora_matmul(
+    x: jax.Array,
+    *factors,
+    lora_b: jax.Array | None = None,
+    lora_a: jax.Array | None = None,
+    B: jax.Array | None = None,  # noqa: N803 (braintrace's name)
+    A: jax.Array | None = None,  # noqa: N803 (braintrace's name)
+    alpha: float | None = None,
+    bias: jax.Array | None = None,
+    b_fn: Callable | None = None,
+    a_fn: Callable | None = None,
+    bias_fn: Callable | None = None,
+) -> jax.Array:
     """Low-rank product ``alpha · x @ lora_a @ lora_b`` with eligibility traces.
+
+    Two signatures, whose factor orders differ:
+
+    - ours: ``lora_matmul(x, lora_b, lora_a, alpha=1.0)`` with ``lora_b`` (r, O) and
+      ``lora_a`` (I, r): ``y = alpha · x @ lora_a @ lora_b``;
+    - braintrace 0.2.8's: ``lora_matmul(x, B, A, *, alpha=1.0, bias=None, b_fn=None,
+      a_fn=None, bias_fn=None)`` with ``B`` (I, r) and ``A`` (r, O):
+      ``y = alpha · x @ b_fn(B) @ a_fn(A) + bias_fn(bias)``. braintrace's ``B`` is our
+      ``lora_a`` and its ``A`` our ``lora_b``.
+
+    Which one a call uses: by keyword, ``lora_b=``/``lora_a=`` (ours) or ``B=``/``A=``
+    (braintrace's); three positional arguments after ``x`` are ours (braintrace's
+    ``alpha`` is keyword-only); two positional factors are read by their shapes — only
+    one order fits unless I = r = O, and that case is refused as ambiguous (pass the
+    factors by keyword, or ``alpha`` positionally), never guessed. ``bias``, ``b_fn``
+    (applied to the (I, r) factor) and ``a_fn`` (to the (r, O) factor) work with either
+    form; gradients are taken with respect to the raw factors and bias. The bias is an
+    :func:`~disttrace.ops.element_wise` term, so its trace is exact under every algorithm.
 
     Args:
       x: input, (B, I) or (I,).
-      lora_b: (r, O) factor.
-      lora_a: (I, r) factor.
-      alpha: static scale (e.g. ``1/r`` or ``alpha/r``).
+      *factors: ``(lora_b, lora_a)``, ``(lora_b, lora_a, alpha)`` or braintrace's
+        ``(B, A)``; or none, with the factors given by keyword.
+      lora_b: (r, O) factor (ours).
+      lora_a: (I, r) factor (ours).
+      B: (I, r) factor (braintrace's name).
+      A: (r, O) factor (braintrace's name).
+      alpha: static scale (e.g. ``1/r`` or ``alpha/r``); default 1.
+      bias: optional (O,) bias.
+      b_fn: optional shape-preserving transform of the (I, r) factor.
+      a_fn: optional shape-preserving transform of the (r, O) factor.
+      bias_fn: optional element-wise transform of ``bias`` (hashable: a module-level
+        function).
 
     Returns:
       (B, O) output.
 
     Raises:
-      ValueError: on mismatched shapes, naming the argument.
+      ValueError: on mismatched shapes, on ambiguous or mixed factor arguments, or on
+        ``alpha`` given twice, naming the argument.
 
     Example:
       >>> import jax.numpy as jnp, disttrace as dt
       >>> dt.ops.lora_matmul(jnp.ones((2, 3)), jnp.ones((1, 4)), jnp.ones((3, 1)), 0.5).shape
       (2, 4)
+      >>> dt.lora_matmul(jnp.ones((2, 3)), jnp.ones((3, 1)), jnp.ones((1, 4)), alpha=0.5).shape
+      (2, 4)
     """
-    x, lora_b, lora_a = jnp.asarray(x), jnp.asarray(lora_b), jnp.asarray(lora_a)
-    if lora_a.ndim != 2 or lora_b.ndim != 2 or lora_a.shape[1] != lora_b.shape[0]:
+    x = jnp.asarray(x)
+    down, up, alpha = _lora_factors(x, factors, lora_b, lora_a, B, A, alpha)
+    down = jnp.asarray(transformed("lora_matmul", "b_fn", b_fn, down))
+    up = jnp.asarray(transformed("lora_matmul", "a_fn", a_fn, up))
+    if bias is not None and jnp.shape(bias) != (up.shape[1],):
+        raise ValueError(f"lora_matmul: argument 'bias' must have shape ({up.shape[1]},); got {jnp.shape(bias)}")
+    y = _lora_op(x, up, down, checks.number("lora_matmul", "alpha", 1.0 if alpha is None else alpha))
+    if bias is not None:
+        y = y + element_wise(jnp.asarray(bias), bias_fn)
+    return y
+
+
+def _lora_factors(x, factors, lora_b, lora_a, B, A, alpha):  # noqa: N803
+    """``(down (I, r), up (r, O), alpha)`` from either signature of :func:`lora_matmul`."""
+    who = "lora_matmul"
+    ours_kw, theirs_kw = (lora_b, lora_a) != (None, None), (B, A) != (None, None)
+    if len(factors) not in (0, 2, 3):
         raise ValueError(
-            f"lora_matmul: 'lora_a' must be (I, r) and 'lora_b' (r, O); got {lora_a.shape} and {lora_b.shape}"
+            f"{who}: takes (x, lora_b, lora_a[, alpha]) or braintrace's (x, B, A); got {1 + len(factors)} "
+            "positional arguments"
         )
-    if x.ndim not in (1, 2) or x.shape[-1] != lora_a.shape[0]:
-        raise ValueError(f"lora_matmul: argument 'x' must end in {lora_a.shape[0]}; got shape {x.shape}")
-    return _lora_op(x, lora_b, lora_a, checks.number("lora_matmul", "alpha", alpha))
+    if factors and (ours_kw or theirs_kw):
+        raise ValueError(f"{who}: give the factors positionally or by keyword (lora_b/lora_a or B/A), not both")
+    if ours_kw and theirs_kw:
+        raise ValueError(f"{who}: give the factors as lora_b/lora_a (ours) or as B/A (braintrace's), not a mix")
+    if len(factors) == 3:
+        if alpha is not None:
+            raise ValueError(f"{who}: argument 'alpha' given both positionally and by keyword")
+        lora_b, lora_a, alpha = factors
+        ours_kw = True
+    elif ours_kw or theirs_kw:
+        pair = (lora_b, lora_a) if ours_kw else (B, A)
+        names = ("lora_b", "lora_a") if ours_kw else ("B", "A")
+        for name, value in zip(names, pair):
+            if value is None:
+                raise ValueError(f"{who}: argument {name!r} is required with {names[1 - names.index(name)]!r}")
+    elif not factors:
+        raise ValueError(f"{who}: the factors (lora_b, lora_a) or braintrace's (B, A) are required")
+    if ours_kw:
+        down, up = jnp.asarray(lora_a), jnp.asarray(lora_b)
+    elif theirs_kw:
+        down, up = jnp.asarray(B), jnp.asarray(A)
+    else:  # two positional factors: read the order from the shapes
+        p, q = (jnp.asarray(f) for f in factors)
+        fits_ours, fits_theirs = _chain_fits(x, q, p), _chain_fits(x, p, q)
+        if fits_ours and fits_theirs:
+            raise ValueError(
+                f"{who}: two positional factors of shapes {p.shape} and {q.shape} fit both our order (lora_b, "
+                "lora_a) and braintrace's (B, A), with different results; pass them by keyword (lora_b=, lora_a= "
+                "or B=, A=) or pass alpha positionally (ours)"
+            )
+        down, up = (q, p) if fits_ours else (p, q)
+    if down.ndim != 2 or up.ndim != 2 or down.shape[1] != up.shape[0]:
+        raise ValueError(
+            f"{who}: the factors must be (I, r) and (r, O) — ours 'lora_a' and 'lora_b', braintrace's 'B' and "
+            f"'A'; got {down.shape} and {up.shape} in that role"
+        )
+    if x.ndim not in (1, 2) or x.shape[-1] != down.shape[0]:
+        raise ValueError(f"{who}: argument 'x' must have shape (B, {down.shape[0]}) or ({down.shape[0]},); got {x.shape}")
+    return down, up, alpha
+
+
+def _chain_fits(x, down, up) -> bool:
+    """Whether ``x @ down @ up`` is well-formed for matrices."""
+    return (
+        down.ndim == 2 and up.ndim == 2 and x.ndim >= 1 and x.shape[-1] == down.shape[0]
+        and down.shape[1] == up.shape[0]
+    )
 
 
 def _check_alpha(who: str, alpha) -> float:

@@ -16,10 +16,12 @@ uses ``Σ_b s[b,o]`` (as braintrace's pp_prop does).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
+from disttrace.ops._aliases import one_name, transformed
 from disttrace.ops._blocks import apply_block
 from disttrace.ops._registry import TraceOpRule, register, trace_op
 
@@ -130,27 +132,46 @@ _matmul_op = trace_op("matmul", _dt_matmul)
 _matmul_bias_op = trace_op("matmul_bias", _dt_matmul_bias)
 
 
-def matmul(x: jax.Array, w: jax.Array, bias: jax.Array | None = None) -> jax.Array:
+def matmul(
+    x: jax.Array,
+    w: jax.Array | None = None,
+    bias: jax.Array | None = None,
+    *,
+    weight: jax.Array | None = None,
+    weight_fn: Callable | None = None,
+    bias_fn: Callable | None = None,
+) -> jax.Array:
     """Dense product ``x @ w + bias`` whose weights take part in eligibility traces.
+
+    Also accepts braintrace 0.2.8's signature ``matmul(x, weight, bias=None, *,
+    weight_fn=None, bias_fn=None)``: ``weight`` is ``w`` by its braintrace name, and
+    the transforms give ``x @ weight_fn(w) + bias_fn(bias)`` with gradients taken with
+    respect to the raw ``w`` and ``bias``.
 
     Args:
       x: input, shape (B, I) or (I,).
-      w: weight, shape (I, O).
+      w: weight, shape (I, O) (braintrace: ``weight``; give one of the two).
       bias: optional bias, shape (O,).
+      weight: braintrace's name for ``w``.
+      weight_fn: optional shape-preserving transform of ``w``.
+      bias_fn: optional shape-preserving transform of ``bias``.
 
     Returns:
       ``y`` of shape (B, O) (or (O,) for an unbatched ``x``).
 
     Raises:
-      ValueError: if the shapes do not match; the message names the argument.
+      ValueError: if the shapes do not match, or ``w`` and ``weight`` are both or
+        neither given; the message names the argument.
 
     Example:
       >>> import jax.numpy as jnp, disttrace as dt
       >>> dt.ops.matmul(jnp.ones((2, 3)), jnp.ones((3, 4))).shape
       (2, 4)
+      >>> dt.matmul(jnp.ones((2, 3)), weight=jnp.ones((3, 4)), weight_fn=jnp.abs).shape
+      (2, 4)
     """
     x = jnp.asarray(x)
-    w = jnp.asarray(w)
+    w = jnp.asarray(transformed("matmul", "weight_fn", weight_fn, one_name("matmul", ("w", w), ("weight", weight))))
     if w.ndim != 2:
         raise ValueError(f"matmul: argument 'w' must be a matrix (I, O); got shape {w.shape}")
     if x.ndim not in (1, 2) or x.shape[-1] != w.shape[0]:
@@ -160,7 +181,7 @@ def matmul(x: jax.Array, w: jax.Array, bias: jax.Array | None = None) -> jax.Arr
         )
     if bias is None:
         return _matmul_op(x, w)
-    bias = jnp.asarray(bias)
+    bias = jnp.asarray(transformed("matmul", "bias_fn", bias_fn, bias))
     if bias.shape != (w.shape[1],):
         raise ValueError(f"matmul: argument 'bias' must have shape ({w.shape[1]},); got {bias.shape}")
     return _matmul_bias_op(x, w, bias)
