@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from disttrace.config._load import ALIASES, load, parse_value
-from disttrace.config._schema import ConfigError
+from disttrace.config._schema import ConfigError, hints
 from disttrace.config._sections import ALGORITHMS, LOSSES, MODELS, TASKS
 from disttrace.config._train import TrainConfig
 
@@ -109,6 +110,12 @@ def parse_args(
         for name in registry.names():
             for f in dataclasses.fields(registry.lookup(name, section)):
                 others.setdefault(f"{section}.{f.name}", []).append(name)
+    # the fields of an optional section that is null here (e.g. --stream.mode for a trial config)
+    for name, tp in hints(type(base)).items():
+        section = next((a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)), None)
+        if section is not None and getattr(base, name) is None:
+            for f in dataclasses.fields(section):
+                others.setdefault(f"{name}.{f.name}", []).append(f"{name} (null in this config)")
     known = {key for key, _ in in_effect}
     for key, names in others.items():
         if key not in known:

@@ -146,6 +146,12 @@ def test_a_directory_stream_from_the_config(tmp_path, capsys):
         capsys.readouterr().err)
 
 
+def test_stream_fields_are_flags_even_when_the_config_has_no_stream(tmp_path, capsys):
+    assert cli(["--stream.mode", "local", "--task.name", "counting", "--loss", "mse", "--steps", "3",
+                "--task.n_records", "96", "--log_every", "3"]) == 0
+    assert "done: mode local  reason max_steps  steps 3  records 96" in capsys.readouterr().out
+
+
 def test_the_disttrace_console_script_is_the_same_command(capsys):
     from disttrace.cli import main
 
