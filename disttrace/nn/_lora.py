@@ -41,17 +41,19 @@ class LoRA(brainstate.nn.Module):
       in_features: input features I.
       lora_rank: r, with ``1 <= r <= min(I, O)``.
       out_features: output features O.
-      base_module: optional module called on ``x`` and added; frozen unless
-        ``freeze_base=False``.
+      base_module: optional module called on ``x`` and added; trained with the adapter
+        (as braintrace's) unless ``freeze_base=True``.
       kernel_init: initializer (or array) for ``lora_a`` (and, with
         ``init='gaussian'``, ``lora_b``); default LeCun normal.
       param_type: the state class holding the factors (default ``ParamState``).
       in_size: input size override (brainstate convention); ``out_size`` becomes
         ``in_size[:-1] + (O,)``.
       alpha: scale numerator: ``s = alpha / r``; ``None`` gives braintrace's ``1/r``.
-      init: ``'zero_b'`` (``lora_b = 0``, default) or ``'gaussian'`` (both factors from
-        ``kernel_init``, as braintrace).
-      freeze_base: freeze ``base_module``'s parameters (in place).
+      init: ``'gaussian'`` (both factors from ``kernel_init``: braintrace 0.2.8's default,
+        so code written for it gets the same layer) or ``'zero_b'`` (``lora_b = 0``: the
+        LoRA paper's, the adapted layer equals the base at initialisation).
+      freeze_base: freeze ``base_module``'s parameters (in place); default False, as
+        braintrace (``disttrace.lora.adapt`` freezes the base it adapts).
 
     ``weight.value == {'lora_a': (I, r), 'lora_b': (r, O)}``. Input (..., I) -> (..., O),
     with or without a batch axis.
@@ -64,7 +66,7 @@ class LoRA(brainstate.nn.Module):
       >>> import jax.numpy as jnp, disttrace as dt
       >>> from disttrace.nn._lora import LoRA
       >>> base = dt.nn.Linear(3, 4)
-      >>> layer = LoRA(3, 2, 4, base_module=base)
+      >>> layer = LoRA(3, 2, 4, base_module=base, init="zero_b", freeze_base=True)
       >>> x = jnp.ones((5, 3))
       >>> bool(jnp.allclose(layer(x), base(x)))  # lora_b = 0: equals the base at init
       True
@@ -83,8 +85,8 @@ class LoRA(brainstate.nn.Module):
         param_type: type = brainstate.ParamState,
         in_size=None,
         alpha: float | None = None,
-        init: str = "zero_b",
-        freeze_base: bool = True,
+        init: str = "gaussian",
+        freeze_base: bool = False,
     ):
         super().__init__()
         self.in_features = checks.positive_int("LoRA", "in_features", in_features)

@@ -27,10 +27,21 @@ def test_layout_and_default_scale_is_one_over_rank(x64):
     np.testing.assert_allclose(scaled(x), 3.0 * x @ ws["lora_a"] @ ws["lora_b"], rtol=0, atol=EXACT_F64_ATOL)
 
 
-def test_zero_b_default_equals_the_base_and_trains():
+def test_defaults_are_braintraces():
     brainstate.random.seed(0)
     base = dt.nn.Linear(4, 3)
-    layer = LoRA(4, 2, 3, base_module=base)
+    layer = LoRA(4, 2, 3, base_module=base)  # braintrace 0.2.8: both factors LeCun normal, base trained
+    w = layer.weight.value
+    assert float(jnp.abs(w["lora_a"]).max()) > 0 and float(jnp.abs(w["lora_b"]).max()) > 0
+    assert set(base.states(brainstate.ParamState)) == {("weight",)}
+    x = jax.random.normal(jax.random.PRNGKey(0), (5, 4))
+    np.testing.assert_allclose(layer(x), base(x) + x @ w["lora_a"] @ w["lora_b"] / 2, rtol=1e-6, atol=1e-6)
+
+
+def test_zero_b_equals_the_base_and_trains():
+    brainstate.random.seed(0)
+    base = dt.nn.Linear(4, 3)
+    layer = LoRA(4, 2, 3, base_module=base, init="zero_b")
     x = jax.random.normal(jax.random.PRNGKey(0), (5, 4))
     np.testing.assert_array_equal(layer(x), base(x))
     assert float(jnp.abs(layer.weight.value["lora_a"]).max()) > 0  # never both zero
@@ -44,17 +55,17 @@ def lora_out(layer, w, x):
 
 def test_both_factors_zero_is_rejected():
     with pytest.raises(ValueError, match="'kernel_init'.*both factors"):
-        LoRA(4, 2, 3, kernel_init=brainstate.nn.init.ZeroInit())
+        LoRA(4, 2, 3, kernel_init=brainstate.nn.init.ZeroInit(), init="zero_b")
     with pytest.raises(ValueError, match="'kernel_init'"):
-        LoRA(4, 2, 3, kernel_init=brainstate.nn.init.ZeroInit(), init="gaussian")
+        LoRA(4, 2, 3, kernel_init=brainstate.nn.init.ZeroInit())
 
 
-def test_base_is_frozen_unless_asked():
+def test_base_is_trained_unless_frozen():
     base = dt.nn.Linear(4, 3)
-    LoRA(4, 2, 3, base_module=base)
+    LoRA(4, 2, 3, base_module=base, freeze_base=True)
     assert not base.states(brainstate.ParamState) and isinstance(base.weight, lora.FrozenState)
     trained = dt.nn.Linear(4, 3)
-    LoRA(4, 2, 3, base_module=trained, freeze_base=False)
+    LoRA(4, 2, 3, base_module=trained)
     assert set(trained.states(brainstate.ParamState)) == {("weight",)}
 
 

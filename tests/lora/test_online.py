@@ -145,7 +145,7 @@ def test_frozen_base_has_no_trace_no_gradient_and_no_update(algo):
 
 def test_nn_lora_frozen_base_and_trace_sizes():
     base = dt.nn.Linear(N_IN, N)
-    model = LoRA(N_IN, 2, N, base_module=base)
+    model = LoRA(N_IN, 2, N, base_module=base, init="zero_b", freeze_base=True)
     assert type(base.weight).__name__ == "FrozenState"
 
     class Leaky(brainstate.nn.Module):
@@ -174,7 +174,7 @@ class RecurrentLoRA(brainstate.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.cell = LoRA(N_IN + N, 2, N, base_module=dt.nn.Linear(N_IN + N, N), init="gaussian")
+        self.cell = LoRA(N_IN + N, 2, N, base_module=dt.nn.Linear(N_IN + N, N), init="gaussian", freeze_base=True)
 
     def init_state(self, batch_size=None, **kw):
         self.h = brainstate.HiddenState(jnp.zeros((batch_size, N)))

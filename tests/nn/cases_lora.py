@@ -29,13 +29,13 @@ from tests.nn.layer_case import LayerCase
 N_IN, RANK, N_OUT = 4, 2, 5
 
 CASES = [
-    LayerCase("LoRA", lambda: LoRA(N_IN, RANK, N_OUT), (N_IN,), (N_OUT,), floors={"es_d_rtrl": 0.93}),
+    LayerCase("LoRA", lambda: LoRA(N_IN, RANK, N_OUT, init="zero_b"), (N_IN,), (N_OUT,), floors={"es_d_rtrl": 0.93}),
     LayerCase(
         "LoRA-gaussian", lambda: LoRA(N_IN, RANK, N_OUT, init="gaussian"), (N_IN,), (N_OUT,), floors={"es_d_rtrl": 0.98}
     ),
     LayerCase(
         "LoRA-frozen-base",
-        lambda: LoRA(N_IN, RANK, N_OUT, base_module=dt.nn.Linear(N_IN, N_OUT)),
+        lambda: LoRA(N_IN, RANK, N_OUT, base_module=dt.nn.Linear(N_IN, N_OUT), init="zero_b", freeze_base=True),
         (N_IN,),
         (N_OUT,),
         floors={"es_d_rtrl": 0.96},
