@@ -22,7 +22,18 @@ from disttrace import train as train
 from disttrace.algorithms import BPTT as BPTT
 from disttrace.algorithms import D_RTRL as D_RTRL
 from disttrace.algorithms import ES_D_RTRL as ES_D_RTRL
+from disttrace.algorithms import RTRL as RTRL
+from disttrace.algorithms import ControlFlowPolicy as ControlFlowPolicy
+from disttrace.algorithms import ETraceAlgorithm as ETraceAlgorithm
+from disttrace.algorithms import ETraceGraphExecutor as ETraceGraphExecutor
+from disttrace.algorithms import ETraceVjpAlgorithm as ETraceVjpAlgorithm
 from disttrace.algorithms import Hybrid as Hybrid
+from disttrace.algorithms import IODimVjpAlgorithm as IODimVjpAlgorithm
+from disttrace.algorithms import MultiStepData as MultiStepData
+from disttrace.algorithms import NotSupportedError as NotSupportedError
+from disttrace.algorithms import ParamDimVjpAlgorithm as ParamDimVjpAlgorithm
+from disttrace.algorithms import SingleStepData as SingleStepData
+from disttrace.algorithms import SnAp as SnAp
 from disttrace.algorithms import compile as compile  # noqa: A004
 from disttrace.algorithms import pp_prop as pp_prop
 from disttrace.compiler import compile_etrace_graph as compile_etrace_graph
@@ -41,9 +52,20 @@ __version__ = "0.1.0"
 __all__ = [
     "BPTT",
     "CompilationError",
+    "ControlFlowPolicy",
     "D_RTRL",
     "ES_D_RTRL",
+    "ETraceAlgorithm",
+    "ETraceGraphExecutor",
+    "ETraceVjpAlgorithm",
     "Hybrid",
+    "IODimVjpAlgorithm",
+    "MultiStepData",
+    "NotSupportedError",
+    "ParamDimVjpAlgorithm",
+    "RTRL",
+    "SingleStepData",
+    "SnAp",
     "algorithms",
     "checkpoint",
     "compile",

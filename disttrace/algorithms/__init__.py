@@ -9,42 +9,72 @@ from disttrace.algorithms._bptt import BPTT as BPTT
 from disttrace.algorithms._bptt import BPTTLearner as BPTTLearner
 from disttrace.algorithms._bptt import BPTTState as BPTTState
 from disttrace.algorithms._compile import compile as compile  # noqa: A004
-from disttrace.algorithms._d_rtrl import D_RTRL as D_RTRL
 from disttrace.algorithms._d_rtrl import DRTRLRule as DRTRLRule
 from disttrace.algorithms._d_rtrl import DRTRLTrace as DRTRLTrace
-from disttrace.algorithms._es_d_rtrl import ES_D_RTRL as ES_D_RTRL
 from disttrace.algorithms._es_d_rtrl import ESRule as ESRule
 from disttrace.algorithms._es_d_rtrl import ESTrace as ESTrace
-from disttrace.algorithms._es_d_rtrl import pp_prop as pp_prop
 from disttrace.algorithms._hybrid import Hybrid as Hybrid
 from disttrace.algorithms._hybrid import param_trace_bytes as param_trace_bytes
 from disttrace.algorithms._learner import Learner as Learner
+from disttrace.algorithms._learner import UnbatchedBinding as UnbatchedBinding
+from disttrace.algorithms._objects import D_RTRL as D_RTRL
+from disttrace.algorithms._objects import ES_D_RTRL as ES_D_RTRL
+from disttrace.algorithms._objects import ControlFlowPolicy as ControlFlowPolicy
+from disttrace.algorithms._objects import ETraceAlgorithm as ETraceAlgorithm
+from disttrace.algorithms._objects import ETraceGraphExecutor as ETraceGraphExecutor
+from disttrace.algorithms._objects import ETraceVjpAlgorithm as ETraceVjpAlgorithm
+from disttrace.algorithms._objects import IODimVjpAlgorithm as IODimVjpAlgorithm
+from disttrace.algorithms._objects import MultiStepData as MultiStepData
+from disttrace.algorithms._objects import NotSupportedError as NotSupportedError
+from disttrace.algorithms._objects import ParamDimVjpAlgorithm as ParamDimVjpAlgorithm
+from disttrace.algorithms._objects import SingleStepData as SingleStepData
+from disttrace.algorithms._objects import pp_prop as pp_prop
 from disttrace.algorithms._online import OnlineLearner as OnlineLearner
 from disttrace.algorithms._online import OnlineState as OnlineState
 from disttrace.algorithms._registry import assign_modes as assign_modes
 from disttrace.algorithms._registry import register as register
 from disttrace.algorithms._registry import registered as registered
+from disttrace.algorithms._rtrl import RTRL as RTRL
+from disttrace.algorithms._rtrl import RTRLLearner as RTRLLearner
+from disttrace.algorithms._rtrl import RTRLState as RTRLState
 from disttrace.algorithms._rule import Algorithm as Algorithm
 from disttrace.algorithms._rule import LearningRule as LearningRule
 from disttrace.algorithms._rule import OpFactors as OpFactors
+from disttrace.algorithms._snap import SnAp as SnAp
+from disttrace.algorithms._snap import SnApLearner as SnApLearner
 
 __all__ = [
     "BPTT",
     "Algorithm",
     "BPTTLearner",
     "BPTTState",
+    "ControlFlowPolicy",
     "D_RTRL",
     "DRTRLRule",
     "DRTRLTrace",
     "ES_D_RTRL",
     "ESRule",
     "ESTrace",
+    "ETraceAlgorithm",
+    "ETraceGraphExecutor",
+    "ETraceVjpAlgorithm",
     "Hybrid",
+    "IODimVjpAlgorithm",
     "Learner",
     "LearningRule",
+    "MultiStepData",
+    "NotSupportedError",
     "OnlineLearner",
     "OnlineState",
     "OpFactors",
+    "ParamDimVjpAlgorithm",
+    "RTRL",
+    "RTRLLearner",
+    "RTRLState",
+    "SnAp",
+    "SnApLearner",
+    "SingleStepData",
+    "UnbatchedBinding",
     "assign_modes",
     "compile",
     "param_trace_bytes",

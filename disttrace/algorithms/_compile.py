@@ -6,12 +6,13 @@ from collections.abc import Callable
 
 import brainstate
 import jax
+import jax.numpy as jnp
 
 from disttrace.algorithms._bptt import BPTT, BPTTLearner
-from disttrace.algorithms._learner import Learner
+from disttrace.algorithms._learner import Learner, UnbatchedBinding
 from disttrace.algorithms._online import OnlineLearner
 from disttrace.algorithms._registry import resolve
-from disttrace.checks import positive_int
+from disttrace.checks import boolean, positive_int
 from disttrace.compiler import RNG_PATH, ModuleBinding, compile_etrace_graph
 
 __all__ = ["compile"]
@@ -21,9 +22,10 @@ def compile(  # noqa: A001 - the name braintrace users know
     model,
     algorithm,
     *example_args,
-    batch_size: int,
+    batch_size: int | None = None,
     loss_fn: Callable | None = None,
     init_states: bool = True,
+    vmap: bool = False,
     **options,
 ) -> Learner:
     """Initialises the model's states, compiles one step and returns a learner.
@@ -35,9 +37,15 @@ def compile(  # noqa: A001 - the name braintrace users know
         ``BPTT`` — the class, an instance, or its name as a string — or any spec
         with ``rules(graph)`` (see ``disttrace.algorithms.LearningRule``).
       *example_args: one step's inputs, batch-leading (B, ...).
-      batch_size: B, the leading axis of every hidden state and input.
+      batch_size: B, the leading axis of every hidden state and input. ``None``
+        (braintrace's default): the model is unbatched, its states and inputs have no
+        batch axis, and the learner is the batch-of-one learner seen without it (see
+        ``disttrace.algorithms.UnbatchedBinding``).
       loss_fn: ``loss_fn(out, target) -> scalar`` for :meth:`learner.step`.
       init_states: call ``brainstate.nn.init_all_states(model, batch_size=B)`` first.
+      vmap: braintrace's per-sample mode (needs ``batch_size``; inputs batch-leading).
+        disttrace's learners are batched already, each sample independent, so this
+        is the batched learner.
       **options: algorithm options when ``algorithm`` is a class or name
         (``decay=0.9`` / ``decay_or_rank=...``, ``memory_budget=...``).
 
@@ -65,26 +73,36 @@ def compile(  # noqa: A001 - the name braintrace users know
       >>> learner.graph.groups[0].k
       1
     """
-    batch_size = positive_int("compile", "batch_size", batch_size)
+    if boolean("compile", "vmap", vmap) and batch_size is None:
+        raise ValueError("compile: vmap=True needs batch_size, the leading axis of the example inputs")
+    unbatched = batch_size is None
+    if not unbatched:
+        batch_size = positive_int("compile", "batch_size", batch_size)
     spec = resolve(algorithm, options)
     if init_states:
         brainstate.nn.init_all_states(model, batch_size=batch_size)
-    binding = ModuleBinding.of(model)
-    # BPTT is exact for every weight: the same-step-only warning does not apply to it.
+    binding = (UnbatchedBinding if unbatched else ModuleBinding).of(model)
+    if unbatched:  # compiled as a batch of one; the learner adds and drops the axis
+        example_args = jax.tree.map(lambda a: jnp.expand_dims(jnp.asarray(a), 0), example_args)
+    # BPTT and whole-model learners (RTRL, SnAp) trace every weight through time: the
+    # same-step-only warning does not apply to them.
+    whole = isinstance(spec, BPTT) or hasattr(spec, "learner")
     try:
-        graph = compile_etrace_graph(model, *example_args, binding=binding, warn=not isinstance(spec, BPTT))
+        graph = compile_etrace_graph(model, *example_args, binding=binding, warn=not whole)
     except Exception as err:
         if type(err).__name__ != "BrainStateError":  # ours (CompilationError, checks) pass unchanged
             raise
         raise _step_error(err, example_args) from err
     if RNG_PATH in graph.aux_paths:  # the step draws random numbers: the learner threads the key
         binding = binding.with_rng()
-    if graph.batch_size != batch_size:
+    if not unbatched and graph.batch_size != batch_size:
         raise ValueError(
             f"compile: argument 'batch_size' is {batch_size} but the model's hidden states have batch {graph.batch_size}"
         )
     if isinstance(spec, BPTT):
         return BPTTLearner(model, graph, binding, loss_fn)
+    if hasattr(spec, "learner"):  # a whole-model algorithm with a learner of its own (RTRL, SnAp)
+        return spec.learner(model, graph, binding, loss_fn)
     return OnlineLearner(model, graph, binding, spec, loss_fn)
 
 

@@ -8,10 +8,17 @@ path tuple), each value shaped like that state's value.
 The stateful API keeps the learner state in the model's states; when the model draws
 random numbers that includes brainstate's global key (``binding.threads_rng``), which
 :meth:`etrace_grad` and ``learner(x)`` advance step by step, like any other state.
+
+An *unbatched* learner (``disttrace.compile`` without ``batch_size``; its binding an
+:class:`UnbatchedBinding`) is the batch-of-one learner seen without the batch axis: the
+model's states, the inputs of ``learner(x)`` and the sequences of :meth:`etrace_grad`
+have no batch axis, the compiled graph and the functional state (``init``/``step``)
+have a batch of one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -20,10 +27,47 @@ import jax
 import jax.numpy as jnp
 
 from disttrace.algorithms._fn_cache import JitCache, function_key
-from disttrace.checks import positive_int
+from disttrace.checks import boolean, one_of, positive_int
 from disttrace.compiler import ETraceGraph, ModuleBinding, path_str, run_step
+from disttrace.errors import DisttraceError
 
-__all__ = ["Learner"]
+__all__ = ["Learner", "NotSupportedError", "UnbatchedBinding"]
+
+_REDUCTIONS = ("mean", "sum")
+_LOSS_OUTPUTS = ("per_step", "masked", "scalar")
+
+
+class NotSupportedError(DisttraceError, NotImplementedError):
+    """A braintrace option or mode that disttrace does not implement; the message says
+    why and what to use instead (braintrace's name, so ``except`` clauses port)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class UnbatchedBinding(ModuleBinding):
+    """The binding of a model whose states have no batch axis, read as a batch of one.
+
+    :meth:`values` gives every hidden value a leading axis of 1 and :meth:`write` takes
+    it off again, so the graph is compiled, and the learner runs, at batch one while the
+    model's ``HiddenState``s keep their unbatched shapes (what braintrace users and the
+    model's own ``reset_state`` expect). Parameters and other states are unchanged.
+    """
+
+    def values(self) -> tuple[dict, dict, dict]:
+        params, hidden, aux = super().values()
+        return params, {p: jax.tree.map(lambda v: v[None], h) for p, h in hidden.items()}, aux
+
+    def write(self, hidden: dict | None = None, aux: dict | None = None, params: dict | None = None) -> None:
+        if hidden is not None:
+            hidden = {p: jax.tree.map(lambda v: v[0], h) for p, h in hidden.items()}
+        super().write(hidden=hidden, aux=aux, params=params)
+
+
+def _add_batch(tree, axis: int = 0):
+    return jax.tree.map(lambda a: jnp.expand_dims(jnp.asarray(a), axis), tree)
+
+
+def _drop_batch(tree, axis: int = 0):
+    return jax.tree.map(lambda a: jnp.squeeze(a, axis), tree)
 
 
 class Learner:
@@ -72,7 +116,7 @@ class Learner:
         current, bound = dict(self.model.states().items()), b.states()
         if len(current) == len(bound) and all(current.get(p) is st for p, st in bound.items()):
             return b
-        new = ModuleBinding.of(self.model, rng=b.threads_rng)
+        new = type(b).of(self.model, rng=b.threads_rng)
         for kind in ("params", "hidden", "aux"):
             old_paths, new_paths = set(getattr(b, kind)), set(getattr(new, kind))
             if old_paths != new_paths:
@@ -85,6 +129,11 @@ class Learner:
         if any(new.hidden[p] is not st for p, st in b.hidden.items()):
             self._reset_traces()
         return new
+
+    @property
+    def unbatched(self) -> bool:
+        """Whether the model was compiled without a batch axis (see the module docstring)."""
+        return isinstance(self._binding, UnbatchedBinding)
 
     @property
     def param_states(self) -> dict:
@@ -145,14 +194,31 @@ class Learner:
             raise ValueError("etrace_grad: sequences must have at least one time step")
         return t
 
-    def etrace_grad(self, *seqs, step_fn: Callable, return_value: bool = False, chunk_size: int | None = None):
-        """Gradient of the mean over time of ``step_fn`` (online learners: memory
-        independent of T; ``BPTT``: exact, by unrolling).
+    def etrace_grad(
+        self,
+        *seqs,
+        step_fn: Callable,
+        return_value: bool = False,
+        chunk_size: int | None = None,
+        mask=None,
+        weights: dict | None = None,
+        reduction: str = "mean",
+        loss_output: str = "per_step",
+        has_aux: bool = False,
+    ):
+        """Gradient of the loss ``step_fn`` returns, reduced over time (online learners:
+        memory independent of T; ``BPTT``: exact, by unrolling).
+
+        Callable inside ``brainstate.transform.jit`` (the learner's states, traces included
+        once :meth:`init_etrace_state` ran, are brainstate ``State``s); the options follow
+        braintrace 0.2.8's ``etrace_grad``.
 
         Args:
-          *seqs: time-major sequences (T, ...); ``step_fn`` gets one slice of each.
-          step_fn: ``step_fn(*seq_t) -> scalar`` that calls ``learner(x_t)`` exactly once.
-          return_value: also return the per-step losses (T,).
+          *seqs: time-major sequences (T, ...); ``step_fn`` gets one slice of each
+            (unbatched learners: no batch axis).
+          step_fn: ``step_fn(*seq_t) -> scalar`` (or ``(scalar, aux)`` with ``has_aux``)
+            that calls ``learner(x_t)`` exactly once.
+          return_value: also return the losses, as ``loss_output`` says.
           chunk_size: contract the traces once per chunk of this many steps instead
             of every step (the same gradient, to rounding): D-RTRL traces of
             matmul-family weights are read and written once per chunk, and every
@@ -162,21 +228,193 @@ class Learner:
             chunk's per-step factors, O(chunk · B · (op inputs + neurons)) per op, where
             a convolution's input is its patch matrix (window × channels per output
             position), so ES-D-RTRL on large convolutions wants small chunks.
-            Accepted and ignored by ``BPTT``.
+            Accepted and ignored by ``BPTT``. (Not braintrace's window mode: ``step_fn``
+            still gets one step.)
+          mask: (T,) per-step loss weights (any values, not only 0/1); ``None``: all
+            ones. It weights the loss only: the model and the traces advance at every step.
+          weights: the ``ParamState``s to return gradients for, a dict like (a subset of)
+            :attr:`param_states`; the result is keyed by its keys. ``None``: all.
+          reduction: ``"mean"`` divides the weighted sum over time by
+            ``max(sum(mask), 1)`` (T without a mask); ``"sum"`` does not divide.
+          loss_output: what ``return_value`` returns: ``"per_step"`` the losses (T,)
+            before the mask, ``"masked"`` after it, ``"scalar"`` the reduced objective.
+          has_aux: ``step_fn`` returns ``(loss, aux)``; ``aux`` is returned stacked over
+            time. It is computed from the step's model output by calling ``step_fn``
+            again on it (with ``learner(x)`` giving that output, not running the model):
+            keep ``step_fn`` free of other effects.
 
         Returns:
-          ``grads`` (dict keyed like :attr:`param_states`), or ``(grads, losses)``.
-          Hidden states and traces advance; they carry over to the next call.
+          ``grads`` (dict keyed like :attr:`param_states`, or like ``weights``), then the
+          losses if ``return_value``, then ``aux`` if ``has_aux``: ``grads``,
+          ``(grads, losses)``, ``(grads, aux)`` or ``(grads, losses, aux)``. Hidden
+          states and traces advance; they carry over to the next call.
 
         Raises:
-          ValueError: on bad sequences, ``chunk_size`` or ``step_fn`` behaviour.
+          ValueError: on bad sequences, ``chunk_size``, ``mask``, ``weights``,
+            ``reduction``, ``loss_output`` or ``step_fn`` behaviour.
+          NotSupportedError: ``has_aux``, or ``mask`` with per-step losses returned, on
+            a learner without access to each step's model output (not ``OnlineLearner``).
         """
         self.sync()
-        fn = self._etrace_fn(seqs, step_fn, chunk_size)
-        state, grads, losses = fn(self._param_leaves(), self._current_state(), seqs)
+        reduction = one_of("etrace_grad", "reduction", reduction, _REDUCTIONS)
+        loss_output = one_of("etrace_grad", "loss_output", loss_output, _LOSS_OUTPUTS)
+        has_aux = boolean("etrace_grad", "has_aux", has_aux)
+        return_value = boolean("etrace_grad", "return_value", return_value)
+        selected = self._selected_paths(weights)
+        if mask is None and not has_aux and reduction == "mean":  # today's path, unchanged
+            fn = self._etrace_fn(seqs, step_fn, chunk_size)
+            state, grads, losses = fn(self._param_leaves(), self._current_state(), seqs)
+            self._store_state(state)
+            grads = self._select(self._grads_tree(grads), selected)
+            if not return_value:
+                return grads
+            return grads, (jnp.mean(losses) if loss_output == "scalar" else losses)
+        t_len = self._check_etrace_args(seqs, step_fn, chunk_size)
+        w = jnp.ones((t_len,), jnp.float32) if mask is None else jnp.asarray(mask)
+        if w.shape != (t_len,):
+            raise ValueError(f"etrace_grad: argument 'mask' must have shape (T,) = ({t_len},); got {w.shape}")
+        raw_needed = mask is not None and return_value and loss_output == "per_step"
+        fn = self._etrace_ext_fn(step_fn, chunk_size, t_len, has_aux, raw_needed)
+        state, sums, masked, extras = fn(self._param_leaves(), self._current_state(), (*seqs, w))
         self._store_state(state)
-        grads = self._grads_tree(grads)
-        return (grads, losses) if return_value else grads
+        if reduction == "mean":
+            denom = jnp.maximum(jnp.sum(w), 1)
+            sums = [g / denom.astype(g.dtype) for g in sums]
+        grads = self._select(self._grads_tree(sums), selected)
+        out = (grads,)
+        if return_value:
+            if loss_output == "per_step":
+                out += (extras[0] if raw_needed else masked,)
+            elif loss_output == "masked":
+                out += (masked,)
+            else:
+                total = jnp.sum(masked)
+                out += (total / jnp.maximum(jnp.sum(w), 1).astype(total.dtype) if reduction == "mean" else total,)
+        if has_aux:
+            out += (extras[1],)
+        return out[0] if len(out) == 1 else out
+
+    def _selected_paths(self, weights) -> list | None:
+        """``weights`` -> [(its key, parameter path)], or ``None`` for all parameters."""
+        if weights is None:
+            return None
+        if not isinstance(weights, dict) or not weights:
+            raise ValueError(
+                "etrace_grad: argument 'weights' must be a non-empty dict of the model's ParamStates (like "
+                f"learner.param_states or a subset of it); got {type(weights).__name__}"
+            )
+        by_id = {id(st): p for p, st in self.binding.params.items()}
+        selected = []
+        for key, st in weights.items():
+            if id(st) not in by_id:
+                raise ValueError(
+                    f"etrace_grad: weights[{key!r}] is not a ParamState of this model "
+                    f"(its parameters: {sorted(path_str(p) for p in self.binding.params)})"
+                )
+            selected.append((key, by_id[id(st)]))
+        return selected
+
+    @staticmethod
+    def _select(grads: dict, selected: list | None) -> dict:
+        return grads if selected is None else {key: grads[p] for key, p in selected}
+
+    def _etrace_ext_fn(self, step_fn, chunk_size, t_len: int, has_aux: bool, raw_needed: bool) -> Callable:
+        """The jitted ``run(theta, state, (*seqs, w)) -> (state, summed grads, w·losses, extras)``
+        for ``step_fn`` weighted per step by ``w``; ``extras`` is ``(raw losses, aux)`` when
+        ``has_aux`` or ``raw_needed``, else ``None``."""
+        chunk_size = self._effective_chunk(chunk_size)
+        need_out = has_aux or raw_needed
+
+        def weighted(*seq_w):
+            *seq_t, w_t = seq_w
+            res = step_fn(*seq_t)
+            loss = jnp.asarray(res[0] if has_aux else res)
+            return w_t.astype(loss.dtype) * loss
+
+        def from_out(out, seq_w):
+            # step_fn once more on this step's output: learner(x) returns ``out``
+            res = self._with_call(lambda *a: out, step_fn, *seq_w[:-1])
+            return (jnp.asarray(res[0]), res[1]) if has_aux else (jnp.asarray(res), None)
+
+        key = ("etrace_grad_ext", function_key(step_fn), chunk_size, t_len, has_aux, raw_needed)
+        return self._jitted.get(
+            key,
+            lambda: jax.jit(self._sum_sequence_fn(weighted, chunk_size, t_len, from_out if need_out else None)),
+            lambda: "etrace_grad's step_fn",
+        )
+
+    def _sum_sequence_fn(self, step_fn: Callable, chunk_size, t_len: int, out_fn: Callable | None) -> Callable:
+        """``run(theta, state, seqs) -> (state, grads summed over time, losses (T,), extras)``.
+
+        ``out_fn(out, seq_t)``, when given, maps each step's model output to the per-step
+        values returned stacked as ``extras``; only learners that see the output of each
+        step (``OnlineLearner``) support it. This default builds on :meth:`_sequence_fn`.
+        """
+        if out_fn is not None:
+            raise NotSupportedError(
+                f"etrace_grad: has_aux, and the per-step losses before a mask, need each step's model output, "
+                f"which {type(self).__name__} does not keep; use loss_output='masked' or 'scalar' and no aux"
+            )
+        run_mean = self._sequence_fn(step_fn, chunk_size, t_len)
+
+        def run(theta, state, seqs):
+            state, grads, losses = run_mean(theta, state, seqs)
+            return state, [g * t_len for g in grads], losses, None
+
+        return run
+
+    def etrace_evolve(self, *seqs, step_fn: Callable | None = None, chunk_size: int | None = None,
+                      return_outputs: bool = False):
+        """Runs the model and advances its traces over a sequence, computing no gradient.
+
+        Hidden states and traces advance exactly as in :meth:`etrace_grad` (a warm-up
+        before a graded stretch, say). Callable inside ``brainstate.transform.jit``.
+
+        Args:
+          *seqs: time-major sequences (T, ...), sliced in step.
+          step_fn: ``step_fn(*seq_t)`` that calls ``learner(...)`` once and returns what
+            to stack; ``None``: the slices are the model's inputs.
+          chunk_size: ``None`` or 1: outputs stacked (T, ...); k >= 2 (T a multiple of
+            k, no ``step_fn``): stacked (T // k, k, ...), as braintrace stacks windows.
+            The steps themselves run one by one either way.
+          return_outputs: return the stacked outputs (else ``None``, stacking nothing).
+
+        Raises:
+          ValueError: on bad sequences or ``chunk_size``, or a ``step_fn`` that does not
+            call the learner exactly once.
+          NotSupportedError: ``step_fn`` with ``chunk_size`` >= 2 (braintrace's window mode).
+        """
+        self.sync()
+        t_len = self._check_sequences(seqs)
+        return_outputs = boolean("etrace_evolve", "return_outputs", return_outputs)
+        k = 1 if chunk_size is None else positive_int("etrace_evolve", "chunk_size", chunk_size)
+        if k > 1 and step_fn is not None:
+            raise NotSupportedError(
+                "etrace_evolve: a step_fn with chunk_size >= 2 is braintrace's window mode (step_fn gets (k, ...) "
+                "slices); disttrace runs one step per call: give step_fn one step (chunk_size=None)"
+            )
+        if t_len % k:
+            raise ValueError(f"etrace_evolve: the sequence length {t_len} is not a multiple of chunk_size {k}")
+        if step_fn is not None and not callable(step_fn):
+            raise ValueError(f"etrace_evolve: argument 'step_fn' must be callable; got {type(step_fn).__name__}")
+        outs = self._evolve(seqs, step_fn, return_outputs)
+        if not return_outputs or k == 1:
+            return outs
+        return jax.tree.map(lambda a: a.reshape((t_len // k, k) + a.shape[1:]), outs)
+
+    def _evolve(self, seqs: tuple, step_fn: Callable | None, return_outputs: bool):
+        """Steps one by one through ``learner(x)`` (learners without a pure step of their own)."""
+        outs = []
+        for t in range(jax.tree.leaves(seqs)[0].shape[0]):
+            seq_t = jax.tree.map(lambda a, t=t: a[t], seqs)
+            outs.append(self(*seq_t) if step_fn is None else step_fn(*seq_t))
+        return jax.tree.map(lambda *o: jnp.stack(o), *outs) if return_outputs else None
+
+    def init_etrace_state(self) -> None:
+        """Keeps the traces in a brainstate ``State`` from now on, so that
+        :meth:`etrace_grad`, :meth:`etrace_evolve` and ``learner(x)`` can run inside
+        ``brainstate.transform.jit`` (allocates them now). No-op for learners whose whole
+        state lives in the model's states."""
 
     def _check_etrace_args(self, seqs: tuple, step_fn, chunk_size) -> int:
         t_len = self._check_sequences(seqs)
@@ -231,11 +469,17 @@ class Learner:
 
     # ---- calling the model ----------------------------------------------------------
     def __call__(self, *args):
-        """One model step. Inside ``etrace_grad``'s ``step_fn`` this is the traced step."""
+        """One model step. Inside ``etrace_grad``'s ``step_fn`` this is the traced step.
+
+        An unbatched learner takes and returns values without the batch axis."""
+        if self.unbatched:
+            args = _add_batch(args)
         if self._active_call is not None:
-            return self._active_call(*args)
-        self.sync()
-        return self._eager_step(*args)
+            out = self._active_call(*args)
+        else:
+            self.sync()
+            out = self._eager_step(*args)
+        return _drop_batch(out) if self.unbatched else out
 
     def _eager_step(self, *args):
         raise NotImplementedError
@@ -248,7 +492,11 @@ class Learner:
         which is left unchanged too (so two calls draw the same values).
         """
         self._check_sequences((xs,))
+        if self.unbatched:
+            return _drop_batch(self._predict(_add_batch(xs, 1)), 1)
+        return self._predict(xs)
 
+    def _predict(self, xs):
         def run(theta, hidden, aux, xs):
             def body(carry, x):
                 h, a = carry
@@ -272,7 +520,19 @@ class Learner:
             self._active_call = prev
 
     def reset_state(self, batch_size: int | None = None, **kwargs) -> None:
-        """Re-initialises the model's states (``init_all_states``) and clears traces."""
+        """Re-initialises the model's states (``init_all_states``) and clears traces.
+
+        Raises:
+          ValueError: if ``batch_size`` is not the compiled batch (an unbatched learner
+            takes none).
+        """
+        if self.unbatched:
+            if batch_size is not None:
+                raise ValueError(f"reset_state: this learner was compiled unbatched; got batch_size={batch_size!r}")
+            brainstate.nn.init_all_states(self.model, **kwargs)
+            self.sync()
+            self._reset_traces()
+            return
         batch = self.graph.batch_size if batch_size is None else batch_size
         if batch != self.graph.batch_size:
             raise ValueError(

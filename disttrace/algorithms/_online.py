@@ -18,10 +18,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import brainstate
 import jax
 import jax.numpy as jnp
 
 from disttrace.algorithms._factors import StepFactors, step_factors
+from disttrace.algorithms._fn_cache import function_key
 from disttrace.algorithms._learner import Learner
 from disttrace.algorithms._rule import LearningRule, OpFactors, tree_add
 from disttrace.compiler import bypass_groups, bypass_ops, op_function, op_operands, op_weights
@@ -113,6 +115,8 @@ class OnlineLearner(Learner):
         self._bypass_groups = bypass_groups(self.graph)
         self._bypass_ops = bypass_ops(self.graph)
         self._traces: tuple[dict, jax.Array] | None = None
+        # set by ``init_etrace_state``: the traces then live in a brainstate State (jit-safe)
+        self._trace_state: brainstate.ShortTermState | None = None
 
     # ---- state ----------------------------------------------------------------------
     def _zero_traces(self) -> dict:
@@ -164,7 +168,9 @@ class OnlineLearner(Learner):
 
     def _current_state(self) -> OnlineState:
         _, hidden, aux = self.binding.values()
-        if self._traces is None:
+        if self._trace_state is not None:
+            traces, t = self._trace_state.value
+        elif self._traces is None:
             traces, t = self._zero_traces(), jnp.zeros((), jnp.int32)
         else:
             traces, t = self._traces
@@ -172,10 +178,27 @@ class OnlineLearner(Learner):
 
     def _store_state(self, state: OnlineState) -> None:
         self.binding.write(hidden=state.hidden, aux=state.aux)
-        self._traces = (state.traces, state.t)
+        if self._trace_state is not None:
+            self._trace_state.value = (state.traces, state.t)
+        else:
+            self._traces = (state.traces, state.t)
 
     def _reset_traces(self) -> None:
-        self._traces = None
+        if self._trace_state is not None:
+            self._trace_state.value = (self._zero_traces(), jnp.zeros((), jnp.int32))
+        else:
+            self._traces = None
+
+    def init_etrace_state(self) -> None:
+        """Keeps the traces (and the step count) in a ``brainstate.ShortTermState`` from now
+        on, allocated now with their current values (zeros on a fresh learner), so the
+        stateful API runs inside ``brainstate.transform.jit``. Call it outside any
+        transformation. Without it the traces are allocated at the first call (and the
+        functional API, ``init``/``step``, never allocates them here)."""
+        if self._trace_state is None:
+            traces, t = (self._zero_traces(), jnp.zeros((), jnp.int32)) if self._traces is None else self._traces
+            self._trace_state = brainstate.ShortTermState((traces, t))
+            self._traces = None
 
     # ---- one step ----------------------------------------------------------------------
     def _factors(self, loss_of, theta, state: OnlineState, seq_t, y_grad_ops=frozenset()) -> StepFactors:
@@ -252,12 +275,13 @@ class OnlineLearner(Learner):
         return {op.index: rule.zero_grad() for op, rule in self._pairs if op.index not in exclude}
 
     # ---- sequences -------------------------------------------------------------------------
-    def _run_steps(self, loss_of, theta, state, seqs, chunk: bool = False):
-        """Scans steps; returns (state, direct sum, tgrad sum, losses, kept factors by op name).
+    def _run_steps(self, loss_of, theta, state, seqs, chunk: bool = False, out_fn=None):
+        """Scans steps; returns (state, direct sum, tgrad sum, losses, kept factors by op name, extras).
 
         With ``chunk`` the chunked rules keep their per-step factors (stacked over
         time in ``kept``) and are absent from the tgrad sum; their weights' same-step
-        term is theirs to fold where ``chunk_direct``.
+        term is theirs to fold where ``chunk_direct``. ``extras`` stacks
+        ``out_fn(model output, seq_t)`` over time (``None`` without ``out_fn``).
         """
         chunked = self._chunked_ops() if chunk else frozenset()
         y_grad_ops = frozenset(op.index for op, r in self._pairs if op.index in chunked and r.chunk_direct)
@@ -268,28 +292,32 @@ class OnlineLearner(Learner):
             traces, tg, kept = self._apply(f, st, chunk)
             dsum = [a + b for a, b in zip(dsum, f.direct)]
             tsum = {j: tree_add(tsum[j], tg[j]) for j in tsum}
-            return (self._advance(f, st, traces), dsum, tsum), (f.loss, kept)
+            extra = None if out_fn is None else out_fn(f.out, seq_t)
+            return (self._advance(f, st, traces), dsum, tsum), (f.loss, kept, extra)
 
         dsum0 = [jnp.zeros_like(p) for p in theta]
-        (state, dsum, tsum), (losses, kept) = jax.lax.scan(body, (state, dsum0, self._zero_tgrads(chunked)), seqs)
-        return state, dsum, tsum, losses, kept
+        carry0 = (state, dsum0, self._zero_tgrads(chunked))
+        (state, dsum, tsum), (losses, kept, extras) = jax.lax.scan(body, carry0, seqs)
+        return state, dsum, tsum, losses, kept, extras
 
     def _chunked_ops(self) -> frozenset:
         return frozenset(op.index for op, r in self._pairs if r.chunked)
 
-    def _sequence(self, loss_of, chunk, theta, state: OnlineState, seqs):
-        """Runs a whole sequence; returns (state, summed param grads, per-step losses)."""
+    def _sequence(self, loss_of, chunk, theta, state: OnlineState, seqs, out_fn=None):
+        """Runs a whole sequence; returns (state, summed param grads, per-step losses), and
+        with ``out_fn`` also the extras stacked over time (see :meth:`_run_steps`)."""
         t_len = jax.tree.leaves(seqs)[0].shape[0]
         chunked = self._chunked_ops()
         if chunk is None or chunk <= 1 or not chunked:
-            state, dsum, tsum, losses, _ = self._run_steps(loss_of, theta, state, seqs)
-            return state, [a + b for a, b in zip(dsum, self._to_params(theta, state, tsum))], losses
+            state, dsum, tsum, losses, _, extras = self._run_steps(loss_of, theta, state, seqs, out_fn=out_fn)
+            grads = [a + b for a, b in zip(dsum, self._to_params(theta, state, tsum))]
+            return (state, grads, losses) if out_fn is None else (state, grads, losses, extras)
         reads_weights = any(r.chunk_reads_weights for op, r in self._pairs if op.index in chunked)
 
         def run_chunk(carry, seq_c):
             st, dsum, tsum = carry
             start = st.traces
-            st, d_c, t_c, losses, kept = self._run_steps(loss_of, theta, st, seq_c, chunk=True)
+            st, d_c, t_c, losses, kept, extras = self._run_steps(loss_of, theta, st, seq_c, chunk=True, out_fn=out_fn)
             operands = self._param_operands(theta, st) if reads_weights else {}
             traces = dict(st.traces)
             for op, rule in self._pairs:
@@ -300,22 +328,23 @@ class OnlineLearner(Learner):
             st = st._replace(traces=traces)
             dsum = [a + b for a, b in zip(dsum, d_c)]
             tsum = {j: tree_add(tsum[j], t_c[j]) for j in tsum}
-            return (st, dsum, tsum), losses
+            return (st, dsum, tsum), (losses, extras)
 
         n_full, rem = divmod(t_len, chunk)
         carry = (state, [jnp.zeros_like(p) for p in theta], self._zero_tgrads())
-        loss_parts = []
+        parts = []
         if n_full:
             body = jax.tree.map(lambda a: a[: n_full * chunk].reshape((n_full, chunk) + a.shape[1:]), seqs)
-            carry, losses = jax.lax.scan(run_chunk, carry, body)
-            loss_parts.append(losses.reshape(-1))
+            carry, stacked = jax.lax.scan(run_chunk, carry, body)
+            parts.append(jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), stacked))
         if rem:
             tail = jax.tree.map(lambda a: a[n_full * chunk :], seqs)
-            carry, losses = run_chunk(carry, tail)
-            loss_parts.append(losses)
+            carry, stacked = run_chunk(carry, tail)
+            parts.append(stacked)
         state, dsum, tsum = carry
         grads = [a + b for a, b in zip(dsum, self._to_params(theta, state, tsum))]
-        return state, grads, jnp.concatenate(loss_parts)
+        losses, extras = jax.tree.map(lambda *a: jnp.concatenate(a), *parts)
+        return (state, grads, losses) if out_fn is None else (state, grads, losses, extras)
 
     # ---- public API ----------------------------------------------------------------------------
     def step(self, state: OnlineState, params: dict, x, y):
@@ -343,20 +372,60 @@ class OnlineLearner(Learner):
         grads = [a + b for a, b in zip(f.direct, self._to_params(theta, new_state, tgrads))]
         return new_state, f.out, self._grads_tree(grads)
 
-    def _eager_step(self, *args):
+    def _pure_step(self, theta, state: OnlineState, args):
+        """One step without a loss: ``(state, model output)``; traces advance."""
+
         def zero_loss(call, *a):
             out = call(*a)
             return 0.0 * sum(jnp.sum(o).astype(jnp.float32) for o in jax.tree.leaves(out))
 
-        def run(theta, state, args):
-            f = self._factors(zero_loss, theta, state, args)
-            traces, _, _ = self._apply(f, state)
-            return self._advance(f, state, traces), f.out
+        f = self._factors(zero_loss, theta, state, args)
+        traces, _, _ = self._apply(f, state)
+        return self._advance(f, state, traces), f.out
 
-        fn = self._jit(("eager",), lambda: jax.jit(run))
+    def _eager_step(self, *args):
+        fn = self._jit(("eager",), lambda: jax.jit(self._pure_step))
         state, out = fn(self._param_leaves(), self._current_state(), args)
         self._store_state(state)
         return out
+
+    def _evolve(self, seqs: tuple, step_fn, return_outputs: bool):
+        """``etrace_evolve`` as one jitted scan of :meth:`_pure_step`."""
+
+        def run(theta, state, seqs):
+            def body(st, seq_t):
+                box = {}
+
+                def call(*args):
+                    if "state" in box:
+                        raise ValueError("etrace_evolve: step_fn must call the learner exactly once per step; it called it twice")
+                    box["state"], out = self._pure_step(theta, st, args)
+                    return out
+
+                res = self._with_call(call, self if step_fn is None else step_fn, *seq_t)
+                if "state" not in box:
+                    raise ValueError("etrace_evolve: step_fn must call the learner exactly once per step; it did not call it")
+                return box["state"], (res if return_outputs else None)
+
+            return jax.lax.scan(body, state, seqs)
+
+        key = ("evolve", None if step_fn is None else function_key(step_fn), return_outputs)
+        fn = self._jitted.get(key, lambda: jax.jit(run), lambda: "etrace_evolve's step_fn")
+        state, outs = fn(self._param_leaves(), self._current_state(), seqs)
+        self._store_state(state)
+        return outs
+
+    def _sum_sequence_fn(self, step_fn, chunk_size, t_len, out_fn):
+        def loss_of(call, *seq_t):
+            return self._with_call(call, step_fn, *seq_t)
+
+        def run(theta, state, seqs):
+            if out_fn is None:
+                state, grads, losses = self._sequence(loss_of, chunk_size, theta, state, seqs)
+                return state, grads, losses, None
+            return self._sequence(loss_of, chunk_size, theta, state, seqs, out_fn)
+
+        return run
 
     def _sequence_fn(self, step_fn, chunk_size, t_len):
         def loss_of(call, *seq_t):

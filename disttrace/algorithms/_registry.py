@@ -11,7 +11,9 @@ from disttrace.algorithms._bptt import BPTT
 from disttrace.algorithms._d_rtrl import D_RTRL
 from disttrace.algorithms._es_d_rtrl import ES_D_RTRL
 from disttrace.algorithms._hybrid import Hybrid
+from disttrace.algorithms._rtrl import RTRL
 from disttrace.algorithms._rule import Algorithm
+from disttrace.algorithms._snap import SnAp
 
 __all__ = ["assign_modes", "register", "registered", "resolve"]
 
@@ -21,6 +23,8 @@ _BY_NAME: dict[str, type] = {
     "pp_prop": ES_D_RTRL,
     "hybrid": Hybrid,
     "bptt": BPTT,
+    "rtrl": RTRL,
+    "snap": SnAp,
 }
 
 

@@ -54,7 +54,9 @@ from disttrace.config._sections import LossConfig as LossConfig
 from disttrace.config._sections import ModelConfig as ModelConfig
 from disttrace.config._sections import OptimizerConfig as OptimizerConfig
 from disttrace.config._sections import RNNConfig as RNNConfig
+from disttrace.config._sections import RTRLConfig as RTRLConfig
 from disttrace.config._sections import ScheduleConfig as ScheduleConfig
+from disttrace.config._sections import SnApConfig as SnApConfig
 from disttrace.config._sections import SpikingNetConfig as SpikingNetConfig
 from disttrace.config._sections import TaskConfig as TaskConfig
 from disttrace.config._sections import register_loss as register_loss
@@ -91,6 +93,8 @@ __all__ = [
     "ModelConfig",
     "OptimizerConfig",
     "RNNConfig",
+    "SnApConfig",
+    "RTRLConfig",
     "ScheduleConfig",
     "SpikingNetConfig",
     "StreamConfig",

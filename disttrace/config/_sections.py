@@ -3,7 +3,8 @@ registries of built-in choices; each has ``.build()``.
 
 Built-ins:
 
-- algorithm: ``d_rtrl``, ``es_d_rtrl(decay)``, ``hybrid(memory_budget, decay)``, ``bptt``;
+- algorithm: ``d_rtrl``, ``es_d_rtrl(decay)``, ``hybrid(memory_budget, decay)``, ``bptt``,
+  ``rtrl(memory_budget)``, ``snap(n, memory_budget)``;
 - model: ``spiking_net`` (LIF/ALIF layers + leaky readout), ``rnn`` (stacked RNN cells of
   one family + leaky readout), ``leaky_rate`` (leaky rate layers + readout);
 - task: ``evidence_accumulation``, ``delayed_match``, ``copy``, ``integrator``,
@@ -122,6 +123,44 @@ class HybridConfig(AlgorithmConfig):
         import disttrace as dt
 
         return dt.Hybrid(self.memory_budget, self.decay)
+
+
+@ALGORITHMS.register("rtrl")
+@dataclasses.dataclass(frozen=True)
+class RTRLConfig(AlgorithmConfig):
+    """RTRL: the full influence matrix, exact for any recurrent model; memory O(B·H·|θ|),
+    refused above ``memory_budget`` bytes (small models only)."""
+
+    memory_budget: int = 2**30
+
+    def __post_init__(self):
+        if isinstance(self.memory_budget, bool) or not isinstance(self.memory_budget, int) or self.memory_budget < 1:
+            raise ConfigError("memory_budget", f"must be a positive int (bytes); got {self.memory_budget!r}")
+
+    def build(self):
+        import disttrace as dt
+
+        return dt.RTRL(memory_budget=self.memory_budget)
+
+
+@ALGORITHMS.register("snap")
+@dataclasses.dataclass(frozen=True)
+class SnApConfig(AlgorithmConfig):
+    """SnAp-n: the influence entries reachable within ``n`` steps (n=1 the immediate
+    ones; n at the coupling depth equals RTRL); memory as RTRL's (``memory_budget``)."""
+
+    n: int = 2
+    memory_budget: int = 2**30
+
+    def __post_init__(self):
+        _positive("n", self.n)
+        if isinstance(self.memory_budget, bool) or not isinstance(self.memory_budget, int) or self.memory_budget < 1:
+            raise ConfigError("memory_budget", f"must be a positive int (bytes); got {self.memory_budget!r}")
+
+    def build(self):
+        import disttrace as dt
+
+        return dt.SnAp(n=self.n, memory_budget=self.memory_budget)
 
 
 @ALGORITHMS.register("bptt")

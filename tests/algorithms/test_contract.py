@@ -10,7 +10,7 @@ import pytest
 import disttrace as dt
 from tests.algorithms.models import APPROX, N_IN, N_OUT
 
-ALGOS = {"bptt": dt.BPTT, "d_rtrl": dt.D_RTRL, "es_d_rtrl": dt.ES_D_RTRL, "hybrid": dt.Hybrid}
+ALGOS = {"bptt": dt.BPTT, "d_rtrl": dt.D_RTRL, "es_d_rtrl": dt.ES_D_RTRL, "hybrid": dt.Hybrid, "rtrl": dt.RTRL, "snap": dt.SnAp}
 B, T = 2, 12
 
 

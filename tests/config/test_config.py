@@ -43,7 +43,7 @@ def test_every_algorithm_builds(name):
     import disttrace as dt
 
     spec = config.load(None, [f"algorithm.name={name}"]).algorithm.build()
-    assert isinstance(spec, dt.D_RTRL | dt.ES_D_RTRL | dt.Hybrid | dt.BPTT)
+    assert isinstance(spec, dt.D_RTRL | dt.ES_D_RTRL | dt.Hybrid | dt.BPTT | dt.RTRL | dt.SnAp)
     hybrid = config.load(None, ["algorithm={name: hybrid, memory_budget: 0, decay: 0.5}"]).algorithm.build()
     assert hybrid.memory_budget == 0 and hybrid.x_decay == 0.5
 
