@@ -19,7 +19,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal
 
-__all__ = ["ConfigError", "from_data", "to_data"]
+__all__ = ["ConfigError", "from_data", "positive_int", "to_data"]
 
 
 class ConfigError(ValueError):
@@ -32,6 +32,18 @@ class ConfigError(ValueError):
     def __init__(self, key: str, message: str):
         self.key = key
         super().__init__(f"config key {key!r}: {message}" if key else f"config: {message}")
+
+
+def positive_int(key: str, value, *, allow_none: bool = False) -> None:
+    """Checks a section's int field that must be >= 1 (or null with ``allow_none``).
+
+    Raises:
+      ConfigError: naming ``key`` and the value.
+    """
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(key, f"must be a positive int{' or null' if allow_none else ''}; got {value!r}")
 
 
 def _join(prefix: str, name: str) -> str:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 from disttrace.config._registry import Registry
-from disttrace.config._schema import ConfigError
+from disttrace.config._schema import ConfigError, positive_int
 
 __all__ = [
     "ALGORITHMS",
@@ -44,13 +44,6 @@ __all__ = [
     "register_optimizer",
     "register_schedule",
 ]
-
-
-def _positive(key: str, value, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(key, f"must be a positive int; got {value!r}")
 
 
 def _positive_number(key: str, value) -> None:
@@ -153,7 +146,7 @@ class SnApConfig(AlgorithmConfig):
     memory_budget: int = 2**30
 
     def __post_init__(self):
-        _positive("n", self.n)
+        positive_int("n", self.n)
         if isinstance(self.memory_budget, bool) or not isinstance(self.memory_budget, int) or self.memory_budget < 1:
             raise ConfigError("memory_budget", f"must be a positive int (bytes); got {self.memory_budget!r}")
 
@@ -209,8 +202,8 @@ class SpikingNetConfig(ModelConfig):
     tau_out: float = 10.0
 
     def __post_init__(self):
-        _positive("n_rec", self.n_rec)
-        _positive("n_layers", self.n_layers)
+        positive_int("n_rec", self.n_rec)
+        positive_int("n_layers", self.n_layers)
         _positive_number("tau", self.tau)
         _positive_number("v_th", self.v_th)
         if not self.tau_out >= 0:
@@ -260,8 +253,8 @@ class RNNConfig(ModelConfig):
     tau_out: float = 0.0
 
     def __post_init__(self):
-        _positive("n_rec", self.n_rec)
-        _positive("n_layers", self.n_layers)
+        positive_int("n_rec", self.n_rec)
+        positive_int("n_layers", self.n_layers)
         if not self.tau_out >= 0:
             raise ConfigError("tau_out", f"must be a number >= 0 (0: memoryless readout); got {self.tau_out!r}")
 
@@ -288,8 +281,8 @@ class LeakyRateConfig(ModelConfig):
     tau_out: float = 0.0
 
     def __post_init__(self):
-        _positive("n_rec", self.n_rec)
-        _positive("n_layers", self.n_layers)
+        positive_int("n_rec", self.n_rec)
+        positive_int("n_layers", self.n_layers)
         if not self.tau_out >= 0:
             raise ConfigError("tau_out", f"must be a number >= 0 (0: memoryless readout); got {self.tau_out!r}")
 
@@ -334,7 +327,7 @@ class EvidenceConfig(TaskConfig):
 
     def __post_init__(self):
         for k in ("n_cues", "cue_len", "recall", "n_per_group"):
-            _positive(k, getattr(self, k))
+            positive_int(k, getattr(self, k))
         for k in ("gap", "delay"):
             if getattr(self, k) < 0:
                 raise ConfigError(k, f"must be an int >= 0; got {getattr(self, k)!r}")
@@ -447,7 +440,7 @@ class CountingConfig(TaskConfig):
 
     def __post_init__(self):
         for k in ("n_records", "n_in", "n_out"):
-            _positive(k, getattr(self, k))
+            positive_int(k, getattr(self, k))
 
     def build(self):
         import types

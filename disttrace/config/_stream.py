@@ -13,16 +13,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from disttrace.config._schema import ConfigError
+from disttrace.config._schema import ConfigError, positive_int
 
 __all__ = ["StreamConfig"]
-
-
-def _positive(key: str, value, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(key, f"must be a positive int{' or null' if allow_none else ''}; got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,9 +77,9 @@ class StreamConfig:
 
     def __post_init__(self):
         for k in ("num_workers", "devices_per_worker", "average_every", "update_every"):
-            _positive(k, getattr(self, k))
+            positive_int(k, getattr(self, k))
         for k in ("num_partitions", "num_cpus", "checkpoint_every"):
-            _positive(k, getattr(self, k), allow_none=True)
+            positive_int(k, getattr(self, k), allow_none=True)
         if isinstance(self.max_failures, bool) or not isinstance(self.max_failures, int) or self.max_failures < 0:
             raise ConfigError("max_failures", f"must be an int >= 0; got {self.max_failures!r}")
         if not self.stall_timeout_s > 0:

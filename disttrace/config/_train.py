@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from disttrace.config._schema import ConfigError
+from disttrace.config._schema import ConfigError, positive_int
 from disttrace.config._sections import (
     LOSSES,
     AlgorithmConfig,
@@ -25,13 +25,6 @@ from disttrace.config._sections import (
 from disttrace.config._stream import StreamConfig
 
 __all__ = ["CheckpointConfig", "MeshConfig", "TrainConfig"]
-
-
-def _positive(key: str, value, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(key, f"must be a positive int{' or null' if allow_none else ''}; got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,8 +42,8 @@ class CheckpointConfig:
     def __post_init__(self):
         if self.directory is not None and not self.directory:
             raise ConfigError("directory", "must be a path or null; got ''")
-        _positive("every", self.every)
-        _positive("max_to_keep", self.max_to_keep)
+        positive_int("every", self.every)
+        positive_int("max_to_keep", self.max_to_keep)
 
     def build(self):
         """A ``disttrace.checkpoint.Checkpointer`` on :attr:`directory`, or ``None``."""
@@ -69,8 +62,8 @@ class MeshConfig:
     model: int = 1
 
     def __post_init__(self):
-        _positive("data", self.data)
-        _positive("model", self.model)
+        positive_int("data", self.data)
+        positive_int("model", self.model)
 
     def build(self):
         """``disttrace.distributed.make_mesh`` over the first ``data * model`` devices.
@@ -134,8 +127,8 @@ class TrainConfig:
         if self.nonfinite not in ("skip", "raise", "ignore"):
             raise ConfigError("nonfinite", f"must be one of ['skip', 'raise', 'ignore']; got {self.nonfinite!r}")
         for k in ("batch_size", "steps", "eval_batch", "log_every", "max_skips"):
-            _positive(k, getattr(self, k))
-        _positive("chunk_size", self.chunk_size, allow_none=True)
+            positive_int(k, getattr(self, k))
+        positive_int("chunk_size", self.chunk_size, allow_none=True)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError("seed", f"must be an int >= 0; got {self.seed!r}")
         if self.batch_size % self.mesh.data:
