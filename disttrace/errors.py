@@ -8,7 +8,7 @@ than message text.
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "CompilationError", "DisttraceError", "NonFiniteError"]
+__all__ = ["CheckpointError", "CompilationError", "DisttraceError", "NonFiniteError", "NotSupportedError"]
 
 
 class DisttraceError(Exception):
@@ -48,6 +48,33 @@ class CompilationError(DisttraceError):
         self.path = path
         self.primitive = primitive
         self.equation = equation
+
+
+class NotSupportedError(CompilationError, NotImplementedError):
+    """A construct or option disttrace recognises but does not support; the message says
+    why and what to use instead.
+
+    braintrace's name, so ``except`` clauses port. A :class:`CompilationError` (same
+    fields) and a ``NotImplementedError``. Raised by the compiler for control flow no
+    gradient could pass through as written: a ``while`` loop that carries a hidden state
+    or parameter and cannot be unrolled (``kind="while_dynamic_trip_count"``,
+    ``"while_trip_count_too_large"`` or ``"while_with_effects"``; ``primitive="while"``,
+    ``path`` the state), a hidden state computed inside a loop left opaque
+    (``kind="hidden_in_loop"``), a braintrace ``ControlFlowPolicy`` value disttrace does
+    not implement (``kind="unsupported_option"``). ``kind`` defaults to
+    ``"not_supported"``, so ``NotSupportedError(message)`` also works.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str = "not_supported",
+        path: str | None = None,
+        primitive: str | None = None,
+        equation: str | None = None,
+    ):
+        super().__init__(message, kind=kind, path=path, primitive=primitive, equation=equation)
 
 
 class CheckpointError(DisttraceError):

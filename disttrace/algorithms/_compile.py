@@ -26,6 +26,7 @@ def compile(  # noqa: A001 - the name braintrace users know
     loss_fn: Callable | None = None,
     init_states: bool = True,
     vmap: bool = False,
+    control_flow=None,
     **options,
 ) -> Learner:
     """Initialises the model's states, compiles one step and returns a learner.
@@ -46,6 +47,8 @@ def compile(  # noqa: A001 - the name braintrace users know
       vmap: braintrace's per-sample mode (needs ``batch_size``; inputs batch-leading).
         disttrace's learners are batched already, each sample independent, so this
         is the batched learner.
+      control_flow: a ``disttrace.compiler.ControlFlowPolicy`` (``cond``/``scan``/``while``
+        in the step; ``None``: the default policy) for ``compile_etrace_graph``.
       **options: algorithm options when ``algorithm`` is a class or name
         (``decay=0.9`` / ``decay_or_rank=...``, ``memory_budget=...``).
 
@@ -88,7 +91,8 @@ def compile(  # noqa: A001 - the name braintrace users know
     # same-step-only warning does not apply to them.
     whole = isinstance(spec, BPTT) or hasattr(spec, "learner")
     try:
-        graph = compile_etrace_graph(model, *example_args, binding=binding, warn=not whole)
+        graph = compile_etrace_graph(model, *example_args, binding=binding, warn=not whole,
+                                     control_flow=control_flow)
     except Exception as err:
         if type(err).__name__ != "BrainStateError":  # ours (CompilationError, checks) pass unchanged
             raise

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from disttrace.algorithms._fn_cache import JitCache, function_key
 from disttrace.checks import boolean, one_of, positive_int
 from disttrace.compiler import ETraceGraph, ModuleBinding, path_str, run_step
-from disttrace.errors import DisttraceError
+from disttrace.errors import NotSupportedError
 
 __all__ = ["Learner", "NotSupportedError", "UnbatchedBinding"]
 
@@ -37,9 +37,34 @@ _REDUCTIONS = ("mean", "sum")
 _LOSS_OUTPUTS = ("per_step", "masked", "scalar")
 
 
-class NotSupportedError(DisttraceError, NotImplementedError):
-    """A braintrace option or mode that disttrace does not implement; the message says
-    why and what to use instead (braintrace's name, so ``except`` clauses port)."""
+_AUTODIFF_MESSAGE = (
+    "autodiff through learner(x) (jax.grad, brainstate.transform.grad, ...) is not supported: it would give "
+    "the recurrent weights only their one-step gradient, not the online one, without any error. Take the online "
+    "gradient with learner.etrace_grad(xs, ys, step_fn=lambda x, y: loss(learner(x), y)) (or the functional "
+    "learner.step(state, params, x, y)); braintrace's custom-VJP route through learner(x) has no counterpart here"
+)
+
+
+@jax.custom_vjp
+def _guard(x):
+    return x
+
+
+def _guard_fwd(x):
+    return x, None
+
+
+def _guard_bwd(_, g):
+    raise NotSupportedError(_AUTODIFF_MESSAGE)
+
+
+_guard.defvjp(_guard_fwd, _guard_bwd)
+
+
+def _refuse_autodiff(out):
+    """``out`` unchanged, except that differentiating through it raises
+    :class:`NotSupportedError` (at the backward pass: a forward call costs nothing)."""
+    return jax.tree.map(lambda a: _guard(a) if jnp.issubdtype(jnp.result_type(a), jnp.inexact) else a, out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -478,7 +503,7 @@ class Learner:
             out = self._active_call(*args)
         else:
             self.sync()
-            out = self._eager_step(*args)
+            out = _refuse_autodiff(self._eager_step(*args))
         return _drop_batch(out) if self.unbatched else out
 
     def _eager_step(self, *args):

@@ -38,7 +38,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -49,9 +48,10 @@ from jax.tree_util import register_pytree_node_class
 
 from disttrace.algorithms import _d_rtrl, _es_d_rtrl
 from disttrace.algorithms._compile import compile as _compile
-from disttrace.algorithms._learner import NotSupportedError, UnbatchedBinding
+from disttrace.algorithms._learner import UnbatchedBinding
 from disttrace.checks import boolean, one_of, positive_int
-from disttrace.compiler import RNG_PATH, ModuleBinding, compile_etrace_graph
+from disttrace.compiler import RNG_PATH, ControlFlowPolicy, ModuleBinding, compile_etrace_graph
+from disttrace.errors import NotSupportedError
 
 __all__ = [
     "D_RTRL",
@@ -115,51 +115,8 @@ def _is_input(x) -> bool:
 
 
 # ---- control flow -----------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class ControlFlowPolicy:
-    """braintrace's control-flow policy, with the one choice per field disttrace makes.
-
-    disttrace's compiler rewrites no control flow: ``cond``/``scan``/``while`` stay as
-    they are in the step's jaxpr, and a hidden state computed inside one is refused
-    (``CompilationError``, ``kind="hidden_in_loop"``) because its Jacobian could not be
-    read. The defaults below say exactly that in braintrace's terms; any other value
-    raises :class:`NotSupportedError` (braintrace's own defaults, ``cond="convert"``,
-    ``scan_unroll_limit=16``, ``while_hidden="opaque-fwd"``, ``scan_descent="auto"``,
-    describe rewrites disttrace does not do).
-
-    Args:
-      cond: ``"opaque"`` (conditionals are not if-converted).
-      scan_unroll_limit: ``0`` (inner scans are not unrolled).
-      while_hidden: ``"error"`` (a hidden state out of a loop is refused).
-      etp_in_control_flow: ``"error"`` (braintrace's default, kept).
-      scan_descent: ``"off"`` (no structured scan descent).
-      fixpoint_iteration_limit: ``64`` (accepted; nothing iterates here).
-
-    Raises:
-      NotSupportedError: for any other value.
-    """
-
-    cond: str = "opaque"
-    scan_unroll_limit: int = 0
-    while_hidden: str = "error"
-    etp_in_control_flow: str = "error"
-    scan_descent: str = "off"
-    fixpoint_iteration_limit: int = 64
-
-    def __post_init__(self):
-        for f in dataclasses.fields(self):
-            got = getattr(self, f.name)
-            if f.name == "fixpoint_iteration_limit":
-                positive_int("ControlFlowPolicy", f.name, got)
-            elif got != f.default or type(got) is not type(f.default):
-                raise NotSupportedError(
-                    f"ControlFlowPolicy: argument {f.name!r} must be {f.default!r} in disttrace; got {got!r}. "
-                    "disttrace's compiler does not rewrite cond/scan/while (a hidden state updated inside one "
-                    "is refused with CompilationError kind='hidden_in_loop'); move the state update out of the "
-                    "loop or conditional (e.g. jnp.where instead of lax.cond)"
-                )
-
-
+# the compiler's policy (disttrace.compiler.ControlFlowPolicy): braintrace's fields and defaults
+# (cond converted to select, scans and small static whiles unrolled, others refused)
 def _check_policy(who: str, control_flow) -> ControlFlowPolicy:
     if control_flow is None:
         return ControlFlowPolicy()
@@ -326,7 +283,8 @@ class ETraceAlgorithm(brainstate.nn.Module):
         if self.is_compiled:
             return
         batch = _infer_batch(self.model, args) if batch_size == "infer" else batch_size
-        self._learner = _compile(self.model, self._spec(), *args, batch_size=batch, init_states=False)
+        self._learner = _compile(self.model, self._spec(), *args, batch_size=batch, init_states=False,
+                                 control_flow=self.graph_executor.control_flow)
         self.graph_executor._graph = self._learner.graph
         self.init_etrace_state()
         self.is_compiled = True

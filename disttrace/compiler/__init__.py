@@ -5,7 +5,9 @@ order, :class:`StepLayout`), ``_trace`` (tracing and inlining the step), ``_anal
 (dataflow), ``_groups`` (hidden groups), ``_opnodes`` (trace-op nodes and keys),
 ``_states`` (parameter kinds, written aux states), ``_memory`` (aux states that
 carry a gradient path, refused), ``_attributes`` (memory in Python attributes,
-refused), ``_rng`` (brainstate's random key threaded through the step), ``_compile``
+refused), ``_rng`` (brainstate's random key threaded through the step),
+``_control_flow`` (cond/switch converted to select, inner scans and static-trip while
+loops unrolled, under a :class:`ControlFlowPolicy`), ``_compile``
 (the phase order), ``_graph`` (result types), ``_executor`` (running the step with
 hooks), ``_bypass`` (bypass paths).
 
@@ -20,6 +22,7 @@ internals; every read of a jaxpr goes through it.
 from disttrace.compiler._bypass import bypass_groups as bypass_groups
 from disttrace.compiler._bypass import bypass_ops as bypass_ops
 from disttrace.compiler._compile import compile_etrace_graph as compile_etrace_graph
+from disttrace.compiler._control_flow import ControlFlowPolicy as ControlFlowPolicy
 from disttrace.compiler._executor import op_function as op_function
 from disttrace.compiler._executor import op_operands as op_operands
 from disttrace.compiler._executor import op_weights as op_weights
@@ -39,6 +42,7 @@ __all__ = [
     "bypass_groups",
     "bypass_ops",
     "CompilationRecord",
+    "ControlFlowPolicy",
     "DiagnosticKind",
     "ETraceGraph",
     "HiddenGroup",

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 
 from disttrace.compiler import _jax_compat as jc
 from disttrace.compiler._layout import StepLayout
-from disttrace.errors import CompilationError
+from disttrace.errors import CompilationError, NotSupportedError
 from disttrace.ops import TraceOpRule, get_rule
 
 __all__ = ["OpFinding", "StepAnalysis", "analyse"]
@@ -252,6 +252,11 @@ def _propagate(eqn, ins: list[_Info]) -> _Info:
     for a in ins:
         for s, where in a.mixed.items():
             mixed.setdefault(s, where)
+    if not any(jc.is_inexact(v) for v in jc.eqn_outvars(eqn)):
+        # An integer or boolean result (a comparison, a cond index) has zero derivative:
+        # no Jacobian entry passes through it, so a mixing dependence it carries is
+        # dropped. Element-wise sources are kept, so hidden groups do not change.
+        return _Info(ew=ew_srcs if _is_elementwise(eqn) else frozenset(), taint=taint)
     if _is_elementwise(eqn):
         return _Info(ew=ew_srcs, mixed=mixed, taint=taint)
     text = text or jc.eqn_to_str(eqn)
@@ -261,6 +266,14 @@ def _propagate(eqn, ins: list[_Info]) -> _Info:
 
 
 # ---- phase 3: what reaches each new hidden value ------------------------------------------
+_OPAQUE_HINT = (
+    ". Control flow is rewritten into flat equations under disttrace.compiler.ControlFlowPolicy "
+    "(cond/switch converted to select unless cond='opaque' or it has side effects; scans up to "
+    "scan_unroll_limit and whiles of static trip count up to while_unroll_limit unrolled): shorten "
+    "the loop, raise the limit, or move the loop out of the step"
+)
+
+
 def _check_hidden_value(flow: _Flow, i: int, a: _Info, names: _Names) -> list[tuple[int, int]]:
     """Raises if new hidden value ``i`` is reached in a way that makes a gradient wrong;
     records which ops reach it and returns its element-wise hidden links."""
@@ -274,10 +287,12 @@ def _check_hidden_value(flow: _Flow, i: int, a: _Info, names: _Names) -> list[tu
             path=names.leaves[p],
         )
     for p, where in sorted(a.taint.items()):
-        raise CompilationError(
+        error = NotSupportedError if where.loop else CompilationError
+        raise error(
             f"parameter {names.leaves[p]!r} reaches hidden state {name!r} through primitive {where.primitive!r} "
             "outside any trace op, so its online gradient would be silently wrong; use a "
-            "disttrace.ops function (matmul, element_wise, conv, ...) for it",
+            "disttrace.ops function (matmul, element_wise, conv, ...) for it"
+            + (_OPAQUE_HINT if where.loop else ""),
             kind="hidden_in_loop" if where.loop else "param_outside_trace_op",
             path=names.leaves[p],
             primitive=where.primitive,
@@ -302,9 +317,9 @@ def _raise_mixed(flow: _Flow, i: int, src: tuple, where: _Where, names: _Names) 
     """The error for source ``src`` reaching hidden value ``i`` through a non-element-wise primitive."""
     name, prim = names.hidden[i], where.primitive
     if where.loop:
-        raise CompilationError(
-            f"hidden state {name!r} is computed inside a {prim!r} loop; a model step must "
-            "update its hidden states outside scan/while/cond so their Jacobian can be read",
+        raise NotSupportedError(
+            f"hidden state {name!r} is computed inside a {prim!r} the compiler left as it is, so its "
+            "one-step Jacobian cannot be read" + _OPAQUE_HINT,
             kind="hidden_in_loop",
             path=name,
             primitive=prim,

@@ -3,7 +3,9 @@
 Owns the order of the compiler's phases, each in its own module:
 
 1. check the hidden states and trace the step to one flat jaxpr with every non-op
-   jit inlined, in :class:`StepLayout` order (``_trace``); a module attribute left
+   jit inlined, in :class:`StepLayout` order (``_trace``), its relevant
+   ``cond``/``scan``/``while`` rewritten into flat equations under a
+   :class:`ControlFlowPolicy` (``_control_flow``); a module attribute left
    holding a tracer is put back and refused (``_attributes``); a step that draws from
    brainstate's global key is traced again with the key threaded through it
    (``_rng``); check it keeps the states' shapes;
@@ -26,6 +28,7 @@ from __future__ import annotations
 import warnings
 
 from disttrace.compiler._analysis import analyse
+from disttrace.compiler._control_flow import ControlFlowPolicy
 from disttrace.compiler._functional import ModuleBinding
 from disttrace.compiler._graph import DiagnosticKind, ETraceGraph
 from disttrace.compiler._groups import group_hidden
@@ -40,7 +43,11 @@ __all__ = ["compile_etrace_graph"]
 
 
 def compile_etrace_graph(
-    model, *example_args, binding: ModuleBinding | None = None, warn: bool = True
+    model,
+    *example_args,
+    binding: ModuleBinding | None = None,
+    warn: bool = True,
+    control_flow: ControlFlowPolicy | None = None,
 ) -> ETraceGraph:
     """Reads ``model(*example_args)`` as a jaxpr and returns its eligibility-trace graph.
 
@@ -56,6 +63,10 @@ def compile_etrace_graph(
         ``graph.aux_paths``): run it with that binding.
       warn: emit a ``UserWarning`` for weights that get only their same-step gradient
         (they are recorded in ``graph.records`` either way).
+      control_flow: how ``cond``/``switch``, ``scan`` and ``while`` inside the step are
+        compiled (default ``ControlFlowPolicy()``: conds become ``select_n``, scans of
+        length <= 16 and whiles of static trip count <= 16 are unrolled); each rewrite
+        is recorded in ``graph.records``.
 
     Returns:
       The graph: hidden groups, trace ops and the groups they reach, diagnostics.
@@ -68,18 +79,31 @@ def compile_etrace_graph(
         model keeps memory the online gradient cannot see (``kind="aux_state_memory"``:
         a non-hidden state; ``kind="leaked_tracer_attribute"``: a Python attribute,
         which is put back). ``err.path`` names the state or attribute.
+      NotSupportedError: (a ``CompilationError``) for control flow no gradient can pass
+        through as written: a ``while`` carrying a hidden state or parameter whose trip
+        count is data-dependent or above ``control_flow.while_unroll_limit``, or a hidden
+        state computed inside a loop left opaque (``kind="hidden_in_loop"``).
       ValueError: if the model has no hidden state or inconsistent batch axes.
+      TypeError: if ``control_flow`` is not a ``ControlFlowPolicy``.
     """
+    if control_flow is None:
+        control_flow = ControlFlowPolicy()
+    elif not isinstance(control_flow, ControlFlowPolicy):
+        raise TypeError(
+            "compile_etrace_graph: argument 'control_flow' must be a disttrace.compiler.ControlFlowPolicy "
+            f"or None; got {type(control_flow).__name__}"
+        )
     binding = ModuleBinding.of(model) if binding is None else binding
     batch = check_hidden_states(binding.values()[1])
-    binding, step = _trace(binding, example_args)
+    binding, step = _trace(binding, example_args, control_flow)
     check_state_shapes(step)
     check_aux_memory(step, {p: type(s).__name__ for p, s in binding.aux.items()})
     found = analyse(step.closed, step.layout, step.leaf_names, step.hidden_names)
     grouping = group_hidden(found.hidden_links, step.hidden_values, step.hidden_names)
     nodes = build_op_nodes(step, found, grouping)
     param_kinds, unused = classify_params(step, nodes.ops, found)
-    records = nodes.records + unused + aux_records(step, {p for p, s in binding.aux.items() if is_key_state(s)})
+    key_paths = {p for p, s in binding.aux.items() if is_key_state(s)}
+    records = step.records + nodes.records + unused + aux_records(step, key_paths)
     for r in records if warn else ():
         if r.kind is DiagnosticKind.SAME_STEP_ONLY:
             warnings.warn(f"disttrace: {r.path}: {r.message}", stacklevel=2)
@@ -104,13 +128,15 @@ def compile_etrace_graph(
     )
 
 
-def _trace(binding: ModuleBinding, example_args: tuple) -> tuple[ModuleBinding, TracedStep]:
+def _trace(
+    binding: ModuleBinding, example_args: tuple, control_flow: ControlFlowPolicy
+) -> tuple[ModuleBinding, TracedStep]:
     """Traces the step; a step that draws from brainstate's global key which ``binding``
     does not thread is traced again with ``binding.with_rng()``. Returns the binding used."""
     try:
-        return binding, trace_step(binding.pure(), binding.values(), example_args)
+        return binding, trace_step(binding.pure(), binding.values(), example_args, control_flow)
     except CompilationError as err:
         if err.kind != "unbound_randomness":
             raise
     binding = binding.with_rng()
-    return binding, trace_step(binding.pure(), binding.values(), example_args)
+    return binding, trace_step(binding.pure(), binding.values(), example_args, control_flow)

@@ -58,6 +58,10 @@ class DiagnosticKind(enum.Enum):
     UNUSED_PARAM = "unused_param"
     AUX_STATE_WRITTEN = "aux_state_written"  # a non-hidden state carries values across steps
     CONSTANT_OP = "constant_op"  # a trace op with constant (frozen) weights: cut, no trace
+    COND_CONVERTED = "cond_converted"  # a cond/switch became select_n over its inlined branches
+    SCAN_UNROLLED = "scan_unrolled"  # a fixed-length scan inlined once per iteration
+    WHILE_UNROLLED = "while_unrolled"  # a while of static trip count inlined once per iteration
+    CONTROL_FLOW_OPAQUE = "control_flow_opaque"  # a relevant loop left as it is (see ControlFlowPolicy)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,6 +3,7 @@
 Everything the compiler reads from a jaxpr goes through the small functions below:
 the equations, variables and literals of a jaxpr; an equation's primitive, operands,
 results and parameters; abstract shapes and dtypes; the jaxprs nested in calls; the
+parts of ``cond``/``scan``/``while`` equations (for ``_control_flow``); the
 primitive families the analysis treats alike (element-wise, reshapes, loops, calls);
 the static parameters of a convolution; binding and interpreting equations. The rest
 of the compiler holds equations and variables only as opaque handles it passes back
@@ -20,7 +21,7 @@ that moves an internal breaks this one file, not the compiler.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.extend as jex
@@ -35,8 +36,12 @@ __all__ = [
     "Var",
     "aval_dtype",
     "aval_shape",
+    "CondParts",
+    "ScanParts",
+    "WhileParts",
     "bind_equation",
     "call_jaxpr_of",
+    "cond_parts",
     "constvars",
     "convolutions",
     "eqn_invars",
@@ -45,22 +50,29 @@ __all__ = [
     "eqns",
     "interpret",
     "invars",
+    "has_effects",
     "is_call",
+    "is_cond",
     "is_elementwise_primitive",
+    "is_foldable",
     "is_inexact",
     "is_jit_call",
     "is_literal",
     "is_loop",
     "is_reshape",
+    "is_scan",
     "is_stop_gradient",
     "is_tracer",
+    "is_while",
     "jit_name",
     "make_closed_jaxpr",
     "outvars",
     "primitive",
     "primitive_name",
+    "scan_parts",
     "shape_dtype",
     "sub_jaxprs",
+    "while_parts",
 ]
 
 ClosedJaxpr = jex.core.ClosedJaxpr
@@ -129,6 +141,9 @@ _RESHAPES = PrimitiveSet(_same("reshape", "squeeze"))
 # Control flow: a hidden state updated inside one has no readable one-step Jacobian.
 # (``fori_loop`` is no primitive: it lowers to ``scan`` or ``while``.)
 _LOOPS = PrimitiveSet(_same("scan", "while", "cond"))
+_COND = PrimitiveSet(_same("cond"))
+_SCAN = PrimitiveSet(_same("scan"))
+_WHILE = PrimitiveSet(_same("while"))
 # The jit call, named "pjit" before JAX 0.7 and exposed as ``pjit_p`` then.
 _JIT = PrimitiveSet([(("jit_p", "pjit_p"), ("jit", "pjit"))])
 # Calls whose body decides: element-wise iff every equation inside is. The jit calls
@@ -216,6 +231,92 @@ def is_reshape(eqn: JaxprEqn) -> bool:
 def is_loop(eqn_or_primitive: Any) -> bool:
     """Whether an equation (or a primitive) is control flow (scan, while, cond)."""
     return getattr(eqn_or_primitive, "primitive", eqn_or_primitive) in _LOOPS
+
+
+def is_cond(eqn: JaxprEqn) -> bool:
+    """Whether the equation is ``cond`` (``lax.cond``, ``lax.switch``)."""
+    return eqn.primitive in _COND
+
+
+def is_scan(eqn: JaxprEqn) -> bool:
+    """Whether the equation is ``scan`` (``lax.scan``, ``fori_loop`` with static bounds)."""
+    return eqn.primitive in _SCAN
+
+
+def is_while(eqn: JaxprEqn) -> bool:
+    """Whether the equation is ``while`` (``lax.while_loop``, ``fori_loop`` with traced bounds)."""
+    return eqn.primitive in _WHILE
+
+
+def has_effects(eqn: JaxprEqn) -> bool:
+    """Whether the equation has side effects (I/O callbacks, ordered prints, state)."""
+    return bool(getattr(eqn, "effects", ()))
+
+
+def is_foldable(eqn: JaxprEqn) -> bool:
+    """Whether the equation may be evaluated at trace time when its operands are constants.
+
+    Only plain primitives (no call, loop or effect) whose every result is a numeric
+    scalar: loop counters and predicates, never arrays (folding those would move
+    their values into the jaxpr's constants) nor random keys.
+    """
+    if eqn.primitive in _LOOPS or eqn.primitive in _CALLS or has_effects(eqn):
+        return False
+    for v in eqn.outvars:
+        dtype = aval_dtype(v)
+        if aval_shape(v) != () or jax.dtypes.issubdtype(dtype, jax.dtypes.extended):
+            return False
+    return True
+
+
+class CondParts(NamedTuple):
+    """A ``cond`` equation's parts: operands are ``(index, *operands)``."""
+
+    branches: tuple  # one closed jaxpr per branch, each ``operands -> outputs``
+
+
+class ScanParts(NamedTuple):
+    """A ``scan`` equation's parts: operands are ``(*consts, *carry, *xs)``,
+    results ``(*carry, *ys)``; the body maps ``(*consts, *carry, *x) -> (*carry, *y)``."""
+
+    body: Any  # closed jaxpr
+    num_consts: int
+    num_carry: int
+    length: int
+    reverse: bool
+
+
+class WhileParts(NamedTuple):
+    """A ``while`` equation's parts: operands are ``(*cond_consts, *body_consts, *carry)``,
+    results the final carry; ``cond: (*cond_consts, *carry) -> pred``, ``body:
+    (*body_consts, *carry) -> carry``."""
+
+    cond: Any  # closed jaxpr
+    body: Any  # closed jaxpr
+    cond_nconsts: int
+    body_nconsts: int
+
+
+def _closed(sub: Any) -> ClosedJaxpr:
+    return sub if isinstance(sub, ClosedJaxpr) else ClosedJaxpr(sub, ())
+
+
+def cond_parts(eqn: JaxprEqn) -> CondParts:
+    return CondParts(tuple(_closed(b) for b in eqn.params["branches"]))
+
+
+def scan_parts(eqn: JaxprEqn) -> ScanParts:
+    p = eqn.params
+    return ScanParts(
+        _closed(p["jaxpr"]), int(p["num_consts"]), int(p["num_carry"]), int(p["length"]), bool(p["reverse"])
+    )
+
+
+def while_parts(eqn: JaxprEqn) -> WhileParts:
+    p = eqn.params
+    return WhileParts(
+        _closed(p["cond_jaxpr"]), _closed(p["body_jaxpr"]), int(p["cond_nconsts"]), int(p["body_nconsts"])
+    )
 
 
 def is_stop_gradient(eqn: JaxprEqn) -> bool:

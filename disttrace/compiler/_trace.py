@@ -4,7 +4,8 @@ Owns the first phases of :func:`~disttrace.compiler.compile_etrace_graph`: check
 the hidden states (arrays with one common batch axis), tracing ``model(*args)`` as a
 pure function of flat leaves in :class:`~disttrace.compiler.StepLayout` order,
 inlining every jit that is not a trace op (so the analysis sees one flat list of
-equations in which each trace op is one call), and checking that the step keeps each
+equations in which each trace op is one call), rewriting the control flow that
+matters into flat equations (``_control_flow``), and checking that the step keeps each
 hidden state's shape and dtype. The result, a :class:`TracedStep`, also carries the
 readable names of the state leaves that later phases use in keys and messages.
 """
@@ -19,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from disttrace.compiler import _jax_compat as jc
+from disttrace.compiler._control_flow import ControlFlowPolicy, canonicalize_control_flow
 from disttrace.compiler._functional import path_str
 from disttrace.compiler._layout import StepLayout
 from disttrace.ops import get_rule
@@ -40,6 +42,7 @@ class TracedStep:
       leaf_names: a readable path per parameter leaf (``"w"``, ``"lora['a']"``).
       leaf_owner: the parameter path each parameter leaf belongs to.
       hidden_names: a readable path per hidden state.
+      records: what the control-flow rewrite did (``CompilationRecord``s).
     """
 
     closed: Any
@@ -56,6 +59,7 @@ class TracedStep:
     leaf_names: tuple[str, ...]
     leaf_owner: tuple[tuple, ...]
     hidden_names: tuple[str, ...]
+    records: tuple = ()
 
     @property
     def hidden_values(self) -> list:
@@ -105,7 +109,12 @@ def _leaf_owner(values: dict) -> tuple[tuple, ...]:
     return tuple(owner)
 
 
-def trace_step(pure: Callable, values: tuple[dict, dict, dict], example_args: tuple) -> TracedStep:
+def trace_step(
+    pure: Callable,
+    values: tuple[dict, dict, dict],
+    example_args: tuple,
+    control_flow: ControlFlowPolicy | None = None,
+) -> TracedStep:
     """Traces one model step into a flat jaxpr with every non-op jit inlined.
 
     Args:
@@ -113,6 +122,12 @@ def trace_step(pure: Callable, values: tuple[dict, dict, dict], example_args: tu
         (:meth:`ModuleBinding.pure`).
       values: example ``(params, hidden, aux)`` dicts (:meth:`ModuleBinding.values`).
       example_args: one step's inputs.
+      control_flow: how ``cond``/``scan``/``while`` in the step are rewritten
+        (``None``: ``ControlFlowPolicy()``).
+
+    Raises:
+      NotSupportedError: for a ``while`` that carries a hidden state or parameter and
+        cannot be unrolled (see ``_control_flow``).
     """
     params, hidden, aux = values
     hidden_paths = tuple(hidden)
@@ -141,6 +156,10 @@ def trace_step(pure: Callable, values: tuple[dict, dict, dict], example_args: tu
     raw = jc.make_closed_jaxpr(flat_step, *structs)
     not_op = lambda eqn: get_rule(jc.jit_name(eqn)) is None
     closed = jc.make_closed_jaxpr(lambda *a: jc.interpret(raw, a, inline_jit=not_op), *structs)
+    leaf_names = _leaf_names(params)
+    hidden_names = tuple(path_str(p) for p in hidden_paths)
+    policy = ControlFlowPolicy() if control_flow is None else control_flow
+    closed, records = canonicalize_control_flow(closed, layout, leaf_names, hidden_names, policy)
     return TracedStep(
         closed=closed,
         layout=layout,
@@ -153,9 +172,10 @@ def trace_step(pure: Callable, values: tuple[dict, dict, dict], example_args: tu
         arg_tree=arg_tree,
         out_tree=out_tree_box[-1],
         arg_leaves=tuple(arg_leaves),
-        leaf_names=_leaf_names(params),
+        leaf_names=leaf_names,
         leaf_owner=_leaf_owner(params),
-        hidden_names=tuple(path_str(p) for p in hidden_paths),
+        hidden_names=hidden_names,
+        records=records,
     )
 
 

@@ -321,7 +321,16 @@ class GroupedLinear(brainstate.nn.Module):
         self.num_groups, self.in_features, self.out_features = g, i, o
         self.in_size, self.out_size = (g, i), (g, o)
         init = _init()
-        value = {"weight": jnp.stack([init.param(w_init, (i, o)) for _ in range(g)])}
+        if callable(w_init):  # an initializer: drawn per group, each block its own fan-in
+            weight = jnp.stack([init.param(w_init, (i, o)) for _ in range(g)])
+        else:  # an array: the whole (G, I, O) weight (as braintrace)
+            weight = jnp.asarray(w_init)
+            if weight.shape != (g, i, o):
+                raise ValueError(
+                    f"GroupedLinear: argument 'w_init' as an array must have shape (num_groups, in_features, "
+                    f"out_features) = {(g, i, o)}; got {weight.shape}"
+                )
+        value = {"weight": weight}
         if b_init is not None:
             value["bias"] = init.param(b_init, (g, o))
         self.weight = param_type(value)

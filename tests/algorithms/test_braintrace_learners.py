@@ -105,9 +105,9 @@ def test_multi_step_data_runs_t_steps():
 
 def test_refusals_say_why():
     model = _model()
-    with pytest.raises(dt.NotSupportedError, match="does not rewrite"):
-        dt.ControlFlowPolicy(cond="convert")
-    assert dt.ControlFlowPolicy() == dt.ControlFlowPolicy(scan_descent="off")
+    with pytest.raises(dt.NotSupportedError, match="braintrace mode disttrace does not implement"):
+        dt.ControlFlowPolicy(while_hidden="opaque-fwd")
+    assert dt.ControlFlowPolicy() == dt.ControlFlowPolicy(cond="convert", scan_descent="off")  # braintrace's defaults
     with pytest.raises(dt.NotSupportedError, match="config"):
         dt.D_RTRL(model, config=object())
     with pytest.raises(dt.NotSupportedError, match="trace_dtype"):
@@ -285,3 +285,19 @@ def test_braintrace_canonical_loop_only_import_changed():
             ref.param_states[k].value = v
         _close(loss, losses.mean())
     _close({k: v.value for k, v in learner.param_states.items()}, ref.params())
+
+
+def test_autodiff_through_learner_x_is_refused_not_silently_wrong():
+    # braintrace routes jax/brainstate grad through learner(x) with its own VJP; here it would give the
+    # recurrent weights only their one-step gradient, so it is refused at the backward pass
+    model = _model()
+    brainstate.nn.init_all_states(model, batch_size=B)
+    algo = dt.D_RTRL(model)
+    algo.compile_graph(jnp.zeros((B, N_IN)))
+    params = model.states(brainstate.ParamState)
+    x = jnp.ones((B, N_IN))
+    with pytest.raises(dt.NotSupportedError, match=r"autodiff through learner\(x\).*learner.etrace_grad"):
+        brainstate.transform.grad(lambda: algo(x).sum(), grad_states=params)()
+    with pytest.raises(dt.NotSupportedError, match="one-step gradient"):
+        jax.grad(lambda v: (algo(x) * v).sum())(1.0)
+    assert algo(x).shape == (B, N)  # the learner is still usable

@@ -25,8 +25,8 @@ class _Cell(brainstate.nn.Module):
             h = self.u.value * h + dt.ops.matmul(x, self.w.value)
         elif self.mode == "raw_matmul":  # a raw jnp matmul: the weight gets no trace
             h = 0.5 * h + x @ self.w.value
-        elif self.mode == "scan":  # the hidden state is updated inside a loop
-            h = jax.lax.fori_loop(0, 2, lambda i, v: 0.5 * v + dt.ops.matmul(x, self.w.value), h)
+        elif self.mode == "scan":  # the hidden state is updated inside a loop longer than the unroll limit (16)
+            h = jax.lax.fori_loop(0, 20, lambda i, v: 0.5 * v + dt.ops.matmul(x, self.w.value), h)
         elif self.mode == "mix":  # neurons mixed by a reduction outside trace ops
             h = 0.5 * h + h.sum(-1, keepdims=True) + dt.ops.matmul(x, self.w.value)
         else:

@@ -68,7 +68,7 @@ EXPECTED = {
         "kinds": {"ro": "direct", "w": "trace"},
         "traces": ["w->h"],
         "bypass": ([], []),
-        "static": [((1,), ((1, 1),)), ()],
+        "static": [((1,), ((1, 1),), (1,), (1,), 1), ()],  # strides, padding, lhs / rhs dilation, groups
     },
     "stacked": {
         "groups": [("layers.0.V", (0,), (2, 4)), ("layers.1.r", (1,), (2, 2))],

@@ -60,7 +60,8 @@ def test_convolutions_as_plain_data():
 
 def test_conv_rule_specialises_on_plain_data():
     body = OpBody(convs=(ConvWindow(strides=(2,), padding=((0, 1),)),))
-    assert get_rule("dt__conv").specialize(body).static == ((2,), ((0, 1),))
+    # strides, padding, lhs dilation, rhs dilation, feature groups (the defaults: none, none, 1)
+    assert get_rule("dt__conv").specialize(body).static == ((2,), ((0, 1),), None, None, 1)
 
 
 # ---- a user op whose rule specialises on the body it is given -------------------------------

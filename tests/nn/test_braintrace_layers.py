@@ -410,3 +410,11 @@ def test_gate_view_assignment_writes_the_fused_columns(name):
         getattr(cell, gate).weight.value = {key: jnp.ones((2, 2)) for key in new}
     with pytest.raises(AttributeError):
         setattr(cell, gate, None)  # a view, not a sub-layer to replace
+
+
+def test_grouped_linear_takes_a_whole_weight_array():
+    w = jnp.arange(3 * 4 * 5, dtype=jnp.float32).reshape(3, 4, 5)
+    layer = dt.nn.GroupedLinear(3, 4, 5, w_init=w)
+    np.testing.assert_array_equal(layer.weight.value["weight"], w)  # not stacked once per group
+    with pytest.raises(ValueError, match=r"'w_init' as an array must have shape .*\(3, 4, 5\); got \(4, 5\)"):
+        dt.nn.GroupedLinear(3, 4, 5, w_init=w[0])
