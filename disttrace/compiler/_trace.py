@@ -23,6 +23,7 @@ from disttrace.compiler import _jax_compat as jc
 from disttrace.compiler._control_flow import ControlFlowPolicy, canonicalize_control_flow
 from disttrace.compiler._functional import path_str
 from disttrace.compiler._layout import StepLayout
+from disttrace.compiler._rng import global_key_state
 from disttrace.ops import get_rule
 
 __all__ = ["TracedStep", "check_hidden_states", "check_state_shapes", "trace_step"]
@@ -153,6 +154,9 @@ def trace_step(
 
     flat_args = layout.flat_inputs(param_leaves, hidden_list, aux_leaves, arg_leaves)
     structs = [jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)) for a in flat_args]
+    # brainstate creates its global key on first use: create it here, outside the trace, so that the
+    # key the step's guard saves and puts back is a concrete array, not a tracer of this trace
+    global_key_state().value  # noqa: B018 - read for its side effect
     raw = jc.make_closed_jaxpr(flat_step, *structs)
     not_op = lambda eqn: get_rule(jc.jit_name(eqn)) is None
     closed = jc.make_closed_jaxpr(lambda *a: jc.interpret(raw, a, inline_jit=not_op), *structs)
