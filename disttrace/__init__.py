@@ -23,7 +23,9 @@ from disttrace.algorithms import BPTT as BPTT
 from disttrace.algorithms import D_RTRL as D_RTRL
 from disttrace.algorithms import ES_D_RTRL as ES_D_RTRL
 from disttrace.algorithms import RTRL as RTRL
+from disttrace.algorithms import UORO as UORO
 from disttrace.algorithms import ControlFlowPolicy as ControlFlowPolicy
+from disttrace.algorithms import EProp as EProp
 from disttrace.algorithms import ETraceAlgorithm as ETraceAlgorithm
 from disttrace.algorithms import ETraceGraphExecutor as ETraceGraphExecutor
 from disttrace.algorithms import ETraceVjpAlgorithm as ETraceVjpAlgorithm
@@ -31,9 +33,13 @@ from disttrace.algorithms import Hybrid as Hybrid
 from disttrace.algorithms import IODimVjpAlgorithm as IODimVjpAlgorithm
 from disttrace.algorithms import MultiStepData as MultiStepData
 from disttrace.algorithms import NotSupportedError as NotSupportedError
+from disttrace.algorithms import OSTLFeedforward as OSTLFeedforward
+from disttrace.algorithms import OSTLRecurrent as OSTLRecurrent
 from disttrace.algorithms import ParamDimVjpAlgorithm as ParamDimVjpAlgorithm
+from disttrace.algorithms import RandomProjectionVjpAlgorithm as RandomProjectionVjpAlgorithm
 from disttrace.algorithms import SingleStepData as SingleStepData
 from disttrace.algorithms import SnAp as SnAp
+from disttrace.algorithms import ThreeFactor as ThreeFactor
 from disttrace.algorithms import compile as compile  # noqa: A004
 from disttrace.algorithms import pp_prop as pp_prop
 from disttrace.compiler import compile_etrace_graph as compile_etrace_graph
@@ -55,6 +61,7 @@ __all__ = [
     "ControlFlowPolicy",
     "D_RTRL",
     "ES_D_RTRL",
+    "EProp",
     "ETraceAlgorithm",
     "ETraceGraphExecutor",
     "ETraceVjpAlgorithm",
@@ -62,10 +69,15 @@ __all__ = [
     "IODimVjpAlgorithm",
     "MultiStepData",
     "NotSupportedError",
+    "OSTLFeedforward",
+    "OSTLRecurrent",
     "ParamDimVjpAlgorithm",
     "RTRL",
+    "RandomProjectionVjpAlgorithm",
     "SingleStepData",
     "SnAp",
+    "ThreeFactor",
+    "UORO",
     "algorithms",
     "checkpoint",
     "compile",

@@ -11,6 +11,9 @@ from disttrace.algorithms._bptt import BPTTState as BPTTState
 from disttrace.algorithms._compile import compile as compile  # noqa: A004
 from disttrace.algorithms._d_rtrl import DRTRLRule as DRTRLRule
 from disttrace.algorithms._d_rtrl import DRTRLTrace as DRTRLTrace
+from disttrace.algorithms._eprop import EProp as EProp
+from disttrace.algorithms._eprop import EPropRule as EPropRule
+from disttrace.algorithms._eprop import EPropTrace as EPropTrace
 from disttrace.algorithms._es_d_rtrl import ESRule as ESRule
 from disttrace.algorithms._es_d_rtrl import ESTrace as ESTrace
 from disttrace.algorithms._hybrid import Hybrid as Hybrid
@@ -31,6 +34,9 @@ from disttrace.algorithms._objects import SingleStepData as SingleStepData
 from disttrace.algorithms._objects import pp_prop as pp_prop
 from disttrace.algorithms._online import OnlineLearner as OnlineLearner
 from disttrace.algorithms._online import OnlineState as OnlineState
+from disttrace.algorithms._ostl import OSTLFeedforward as OSTLFeedforward
+from disttrace.algorithms._ostl import OSTLRecurrent as OSTLRecurrent
+from disttrace.algorithms._ostl import OSTLRecurrentLearner as OSTLRecurrentLearner
 from disttrace.algorithms._registry import assign_modes as assign_modes
 from disttrace.algorithms._registry import register as register
 from disttrace.algorithms._registry import registered as registered
@@ -42,6 +48,12 @@ from disttrace.algorithms._rule import LearningRule as LearningRule
 from disttrace.algorithms._rule import OpFactors as OpFactors
 from disttrace.algorithms._snap import SnAp as SnAp
 from disttrace.algorithms._snap import SnApLearner as SnApLearner
+from disttrace.algorithms._three_factor import ThreeFactor as ThreeFactor
+from disttrace.algorithms._three_factor import ThreeFactorLearner as ThreeFactorLearner
+from disttrace.algorithms._uoro import UORO as UORO
+from disttrace.algorithms._uoro import RandomProjectionVjpAlgorithm as RandomProjectionVjpAlgorithm
+from disttrace.algorithms._uoro import UOROLearner as UOROLearner
+from disttrace.algorithms._uoro import UOROTrace as UOROTrace
 
 __all__ = [
     "BPTT",
@@ -55,6 +67,9 @@ __all__ = [
     "ES_D_RTRL",
     "ESRule",
     "ESTrace",
+    "EProp",
+    "EPropRule",
+    "EPropTrace",
     "ETraceAlgorithm",
     "ETraceGraphExecutor",
     "ETraceVjpAlgorithm",
@@ -64,6 +79,9 @@ __all__ = [
     "LearningRule",
     "MultiStepData",
     "NotSupportedError",
+    "OSTLFeedforward",
+    "OSTLRecurrent",
+    "OSTLRecurrentLearner",
     "OnlineLearner",
     "OnlineState",
     "OpFactors",
@@ -71,9 +89,15 @@ __all__ = [
     "RTRL",
     "RTRLLearner",
     "RTRLState",
+    "RandomProjectionVjpAlgorithm",
     "SnAp",
     "SnApLearner",
     "SingleStepData",
+    "ThreeFactor",
+    "ThreeFactorLearner",
+    "UORO",
+    "UOROLearner",
+    "UOROTrace",
     "UnbatchedBinding",
     "assign_modes",
     "compile",

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from disttrace.algorithms._bptt import BPTT
 from disttrace.algorithms._d_rtrl import D_RTRL
+from disttrace.algorithms._eprop import EProp
 from disttrace.algorithms._es_d_rtrl import ES_D_RTRL
 from disttrace.algorithms._hybrid import Hybrid
+from disttrace.algorithms._ostl import OSTLFeedforward, OSTLRecurrent
 from disttrace.algorithms._rtrl import RTRL
 from disttrace.algorithms._rule import Algorithm
 from disttrace.algorithms._snap import SnAp
+from disttrace.algorithms._three_factor import ThreeFactor
+from disttrace.algorithms._uoro import UORO
 
 __all__ = ["assign_modes", "register", "registered", "resolve"]
 
@@ -25,6 +29,12 @@ _BY_NAME: dict[str, type] = {
     "bptt": BPTT,
     "rtrl": RTRL,
     "snap": SnAp,
+    "eprop": EProp,
+    "e_prop": EProp,
+    "ostl_recurrent": OSTLRecurrent,
+    "ostl_feedforward": OSTLFeedforward,
+    "uoro": UORO,
+    "three_factor": ThreeFactor,
 }
 
 

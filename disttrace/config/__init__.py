@@ -45,6 +45,7 @@ from disttrace.config._sections import CountingConfig as CountingConfig
 from disttrace.config._sections import DMSConfig as DMSConfig
 from disttrace.config._sections import DriftingConfig as DriftingConfig
 from disttrace.config._sections import DRTRLConfig as DRTRLConfig
+from disttrace.config._sections import EPropConfig as EPropConfig
 from disttrace.config._sections import ESDRTRLConfig as ESDRTRLConfig
 from disttrace.config._sections import EvidenceConfig as EvidenceConfig
 from disttrace.config._sections import HybridConfig as HybridConfig
@@ -53,12 +54,16 @@ from disttrace.config._sections import LeakyRateConfig as LeakyRateConfig
 from disttrace.config._sections import LossConfig as LossConfig
 from disttrace.config._sections import ModelConfig as ModelConfig
 from disttrace.config._sections import OptimizerConfig as OptimizerConfig
+from disttrace.config._sections import OSTLFeedforwardConfig as OSTLFeedforwardConfig
+from disttrace.config._sections import OSTLRecurrentConfig as OSTLRecurrentConfig
 from disttrace.config._sections import RNNConfig as RNNConfig
 from disttrace.config._sections import RTRLConfig as RTRLConfig
 from disttrace.config._sections import ScheduleConfig as ScheduleConfig
 from disttrace.config._sections import SnApConfig as SnApConfig
 from disttrace.config._sections import SpikingNetConfig as SpikingNetConfig
 from disttrace.config._sections import TaskConfig as TaskConfig
+from disttrace.config._sections import ThreeFactorConfig as ThreeFactorConfig
+from disttrace.config._sections import UOROConfig as UOROConfig
 from disttrace.config._sections import register_loss as register_loss
 from disttrace.config._sections import register_optimizer as register_optimizer
 from disttrace.config._sections import register_schedule as register_schedule
@@ -93,6 +98,11 @@ __all__ = [
     "ModelConfig",
     "OptimizerConfig",
     "RNNConfig",
+    "UOROConfig",
+    "ThreeFactorConfig",
+    "OSTLRecurrentConfig",
+    "OSTLFeedforwardConfig",
+    "EPropConfig",
     "SnApConfig",
     "RTRLConfig",
     "ScheduleConfig",

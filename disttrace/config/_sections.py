@@ -4,7 +4,9 @@ registries of built-in choices; each has ``.build()``.
 Built-ins:
 
 - algorithm: ``d_rtrl``, ``es_d_rtrl(decay)``, ``hybrid(memory_budget, decay)``, ``bptt``,
-  ``rtrl(memory_budget)``, ``snap(n, memory_budget)``;
+  ``rtrl(memory_budget)``, ``snap(n, memory_budget)``, ``eprop(feedback, kappa_filter_decay,
+  random_feedback_key)``, ``ostl_recurrent``, ``ostl_feedforward(decay_or_rank)``, ``uoro``,
+  ``three_factor(modulator)``;
 - model: ``spiking_net`` (LIF/ALIF layers + leaky readout), ``rnn`` (stacked RNN cells of
   one family + leaky readout), ``leaky_rate`` (leaky rate layers + readout);
 - task: ``evidence_accumulation``, ``delayed_match``, ``copy``, ``integrator``,
@@ -154,6 +156,94 @@ class SnApConfig(AlgorithmConfig):
         import disttrace as dt
 
         return dt.SnAp(n=self.n, memory_budget=self.memory_budget)
+
+
+@ALGORITHMS.register("eprop")
+@dataclasses.dataclass(frozen=True)
+class EPropConfig(AlgorithmConfig):
+    """e-prop: D-RTRL's eligibility traces times each step's learning signal, fed back
+    ``symmetric`` or through a fixed ``random`` matrix (seed ``random_feedback_key``),
+    with an optional low-pass filter of the traces (``kappa_filter_decay``)."""
+
+    feedback: Literal["symmetric", "random"] = "symmetric"
+    kappa_filter_decay: float = 0.0
+    random_feedback_key: int | None = None
+
+    def __post_init__(self):
+        if not 0.0 <= self.kappa_filter_decay < 1.0:
+            raise ConfigError("kappa_filter_decay", f"must be a number in [0, 1); got {self.kappa_filter_decay!r}")
+        if (self.feedback == "random") != (self.random_feedback_key is not None):
+            raise ConfigError(
+                "random_feedback_key", "must be an int seed with feedback 'random' and null with 'symmetric'; got "
+                f"{self.random_feedback_key!r} with feedback {self.feedback!r}",
+            )
+
+    def build(self):
+        import disttrace as dt
+
+        return dt.EProp(self.feedback, self.kappa_filter_decay, self.random_feedback_key)
+
+
+@ALGORITHMS.register("ostl_recurrent")
+@dataclasses.dataclass(frozen=True)
+class OSTLRecurrentConfig(AlgorithmConfig):
+    """OSTL for recurrent layers: D-RTRL with each neuron's true Jacobian block."""
+
+    def build(self):
+        import disttrace as dt
+
+        return dt.OSTLRecurrent()
+
+
+@ALGORITHMS.register("ostl_feedforward")
+@dataclasses.dataclass(frozen=True)
+class OSTLFeedforwardConfig(AlgorithmConfig):
+    """OSTL for feed-forward layers: ES-D-RTRL with braintrace's ``decay_or_rank`` (a decay
+    in [0, 1) or an int rank)."""
+
+    decay_or_rank: float = 1e-6
+
+    def build(self):
+        import disttrace as dt
+
+        value = self.decay_or_rank
+        return dt.OSTLFeedforward(int(value) if float(value).is_integer() and value >= 1 else value)
+
+
+@ALGORITHMS.register("uoro")
+@dataclasses.dataclass(frozen=True)
+class UOROConfig(AlgorithmConfig):
+    """UORO: an unbiased rank-one estimate of RTRL's influence matrix, random signs drawn
+    from ``projection_key``."""
+
+    projection_key: int = 42
+    projection_eps: float = 1e-12
+    memory_budget: int = 2**30
+
+    def __post_init__(self):
+        positive_int("memory_budget", self.memory_budget)
+        if self.projection_eps < 0:
+            raise ConfigError("projection_eps", f"must be a number >= 0; got {self.projection_eps!r}")
+
+    def build(self):
+        import disttrace as dt
+
+        return dt.UORO(projection_key=self.projection_key, projection_eps=self.projection_eps,
+                       memory_budget=self.memory_budget)
+
+
+@ALGORITHMS.register("three_factor")
+@dataclasses.dataclass(frozen=True)
+class ThreeFactorConfig(AlgorithmConfig):
+    """A three-factor rule: a constant ``modulator`` times the eligibility traces (a
+    per-step or per-row modulator needs Python: ``dt.ThreeFactor(modulator=callable)``)."""
+
+    modulator: float = 1.0
+
+    def build(self):
+        import disttrace as dt
+
+        return dt.ThreeFactor(modulator=self.modulator)
 
 
 @ALGORITHMS.register("bptt")

@@ -10,7 +10,7 @@ import pytest
 import disttrace as dt
 from tests.algorithms.models import APPROX, N_IN, N_OUT
 
-ALGOS = {"bptt": dt.BPTT, "d_rtrl": dt.D_RTRL, "es_d_rtrl": dt.ES_D_RTRL, "hybrid": dt.Hybrid, "rtrl": dt.RTRL, "snap": dt.SnAp}
+ALGOS = {"bptt": dt.BPTT, "d_rtrl": dt.D_RTRL, "es_d_rtrl": dt.ES_D_RTRL, "hybrid": dt.Hybrid, "rtrl": dt.RTRL, "snap": dt.SnAp, "eprop": dt.EProp, "eprop_random_kappa": dt.EProp("random", 0.5, random_feedback_key=0), "ostl_recurrent": dt.OSTLRecurrent, "ostl_feedforward": dt.OSTLFeedforward, "uoro": dt.UORO, "three_factor": dt.ThreeFactor(modulator=lambda t, loss, out: loss)}  # noqa: E501
 B, T = 2, 12
 
 

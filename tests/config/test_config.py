@@ -43,7 +43,13 @@ def test_every_algorithm_builds(name):
     import disttrace as dt
 
     spec = config.load(None, [f"algorithm.name={name}"]).algorithm.build()
-    assert isinstance(spec, dt.D_RTRL | dt.ES_D_RTRL | dt.Hybrid | dt.BPTT | dt.RTRL | dt.SnAp)
+    assert isinstance(spec, dt.D_RTRL | dt.ES_D_RTRL | dt.Hybrid | dt.BPTT | dt.RTRL | dt.SnAp | dt.EProp
+                      | dt.OSTLRecurrent | dt.UORO | dt.ThreeFactor)  # ostl_feedforward is an ES_D_RTRL
+    # every registered algorithm compiles a small recurrent net from its config
+    import jax.numpy as jnp
+
+    model = config.load(None, ["model.n_rec=4"]).model.build(3, 2)
+    assert dt.compile(model, spec, jnp.zeros((2, 3)), batch_size=2) is not None
     hybrid = config.load(None, ["algorithm={name: hybrid, memory_budget: 0, decay: 0.5}"]).algorithm.build()
     assert hybrid.memory_budget == 0 and hybrid.x_decay == 0.5
 
