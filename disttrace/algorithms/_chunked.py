@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from disttrace.ops import apply_block
 
-__all__ = ["chunk_update"]
+__all__ = ["chunk_update", "read_then_update"]
 
 
 def _eye_like(d0):
@@ -89,6 +89,20 @@ def chunk_update(rule, operands, trace, xs, gs, jacs, deltas, direct=None):
 
     # hidden-space arrays (…, N...) to the trace's neuron layout (a conv's (…, P, O))
     to_n = lambda a: rule.to_trace_neurons(a, operands)
-    grad = tuple(x + y for x, y in zip(rule.dr_contract(to_n(c), trace), rule.input_vjp_sum(xs, to_n(cs), operands)))
+    trace, contracted = read_then_update(trace, rule.dr_contract(to_n(c), trace))
+    grad = tuple(x + y for x, y in zip(contracted, rule.input_vjp_sum(xs, to_n(cs), operands)))
     new_trace = tuple(x + y for x, y in zip(rule.dr_decay(to_n(q_end), trace), rule.outer_sum(to_n(bs), xs, operands)))
     return grad, new_trace
+
+
+def read_then_update(trace, contracted):
+    """``(trace, contracted)`` unchanged, but the trace's update is ordered after the read
+    that made ``contracted``.
+
+    A trace carried by a loop and read twice (the contraction, then the decay into
+    the new trace) is otherwise copied whole at every iteration, because XLA cannot
+    tell that the read finishes before the update overwrites the buffer in place. On
+    CPU that copy was a fifth of a chunk's trace work: (64, 1, 612, 512) float32,
+    two chunks, 0.25 -> 0.195 CPU s.
+    """
+    return jax.lax.optimization_barrier((trace, contracted))
