@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 from disttrace import config
+from disttrace.tasks import per_step_targets
 
 __all__ = ["held_out_metric", "metric_line", "train_trials"]
 
@@ -97,11 +98,10 @@ def train_trials(cfg, *, restore_step: int | None = None):
         start = time.perf_counter()
         skipped = trainer.nonfinite_counts()["skipped"]
         for step in range(trainer.step_count + 1, cfg.steps + 1):
-            if hasattr(task, "trials"):  # per-step targets: labels or regression targets
-                xs, ys = task.trials(trainer.next_key(), cfg.batch_size)
-            else:
-                xs, labels, mask = task.sample(trainer.next_key(), cfg.batch_size)
-                ys = dt.train.label_targets(labels, mask)
+            xs, targets, mask = task.sample(trainer.next_key(), cfg.batch_size)
+            # from `sample`, not the task's `trials`: a task that only overrides `sample` (a wrapper,
+            # a user's subclass) is trained on what it samples
+            ys = per_step_targets(getattr(task, "kind", "classification"), targets, mask)
             loss = trainer.train_trial(xs, ys)
             counts = trainer.nonfinite_counts()
             if counts["skipped"] > skipped:  # the update was not applied: the running loss leaves it out

@@ -28,6 +28,7 @@ import numpy as np
 from disttrace import checks
 from disttrace.streaming._partitions import lockstep_offset, offsets_for, rows_per_partition, served_partitions
 from disttrace.streaming._source import Batch, fingerprint_of
+from disttrace.tasks import per_step_targets
 
 __all__ = ["TaskStream"]
 
@@ -35,23 +36,22 @@ _MAX_FOLD = 2**32  # fold_in takes a uint32
 
 
 @functools.lru_cache(maxsize=32)
-def _sampler(task, rows: int, method: str = "sample"):
-    """``(key, partition, index) -> task.<method>(fold_in(fold_in(key, partition), index), rows)``,
-    jitted once per (task, rows, method) and shared by every stream of the process (a
-    compile takes seconds; a stream is often rebuilt, e.g. on each restart)."""
-    draw = getattr(task, method)
+def _sampler(task, rows: int):
+    """``(key, partition, index) -> task.sample(fold_in(fold_in(key, partition), index), rows)``,
+    jitted once per (task, rows) and shared by every stream of the process (a compile
+    takes seconds; a stream is often rebuilt, e.g. on each restart)."""
 
     def trial(key, partition, index):
-        return draw(jax.random.fold_in(jax.random.fold_in(key, partition), index), rows)
+        return task.sample(jax.random.fold_in(jax.random.fold_in(key, partition), index), rows)
 
     return jax.jit(trial)
 
 
-def _compiled(task, rows: int, method: str = "sample"):
+def _compiled(task, rows: int):
     try:
-        return _sampler(task, rows, method)
+        return _sampler(task, rows)
     except TypeError:  # an unhashable task: compiled for this use alone
-        return _sampler.__wrapped__(task, rows, method)
+        return _sampler.__wrapped__(task, rows)
 
 
 def _per_step(leaf: np.ndarray, partition_leaves: list[np.ndarray], t: int) -> np.ndarray:
@@ -76,12 +76,12 @@ class TaskStream:
       seed: the stream's seed.
 
     Each :meth:`next` gives ``Batch(x (B_local, n_in) float32, y, ids (B_local,) int64)``
-    with ``y`` step t of the task's per-step targets: for a task with ``trials``
-    (``disttrace.tasks.TrialTask``) step t of ``trials(...)[1]`` — ``{"label": (B_local,)
-    int32, "mask": () float32}`` for classification (the target layout of
-    :func:`disttrace.train.masked_cross_entropy`; the mask is 1 where the answer is read)
-    or ``(B_local, n_out)`` float32 for regression (:func:`disttrace.train.mse`); for a
-    task with only ``sample``, its per-trial labels at every step and the mask's step t.
+    with ``y`` step t of the task's per-step targets (``disttrace.tasks.per_step_targets``
+    of its ``sample``; a task without ``kind`` is a classification task) — ``{"label":
+    (B_local,) int32, "mask": () float32}`` for classification (the target layout of
+    :func:`disttrace.train.masked_cross_entropy`; the mask is 1 where the answer is read;
+    a per-trial label at every step) or ``(B_local, n_out)`` float32 for regression
+    (:func:`disttrace.train.mse`).
 
     Raises:
       ValueError: on a bad argument (named, with what is allowed).
@@ -114,9 +114,6 @@ class TaskStream:
         self.seed = checks.non_negative_int(who, "seed", seed)
         self._key = jax.random.PRNGKey(self.seed)
         self._trial = _compiled(task, self.rows)
-        # a task with `trials` (disttrace.tasks.TrialTask) gives per-step targets: labels that
-        # change within a trial (copy), regression targets (integrator)
-        self._steps = _compiled(task, self.rows, "trials") if hasattr(task, "trials") else None
         self._step = 0
         self._cache: dict[int, tuple[int, np.ndarray, np.ndarray, np.ndarray]] = {}
 
@@ -130,14 +127,10 @@ class TaskStream:
         if cached is None or cached[0] != index:
             if index >= _MAX_FOLD:
                 raise OverflowError(f"TaskStream: trial {index} is past the last foldable trial index {_MAX_FOLD - 1}")
-            key = (self._key, np.uint32(partition), np.uint32(index))
-            if self._steps is None:
-                xs, labels, mask = self._trial(*key)
-                ys = {"label": np.asarray(labels, np.int32)[None], "mask": np.asarray(mask, np.float32)}
-            else:
-                xs, ys = self._steps(*key)
-                ys = jax.tree.map(np.asarray, ys)
-            cached = (index, np.asarray(xs, np.float32), ys)
+            xs, targets, mask = self._trial(self._key, np.uint32(partition), np.uint32(index))
+            # from `sample` (a task that only overrides `sample` streams what it samples)
+            ys = per_step_targets(getattr(self.task, "kind", "classification"), targets, np.asarray(mask, np.float32))
+            cached = (index, np.asarray(xs, np.float32), jax.tree.map(np.asarray, ys))
             self._cache[partition] = cached
         return cached[1:]
 
@@ -159,10 +152,7 @@ class TaskStream:
         xs, ys = zip(*(self._load(p, index) for p in self.partitions))
         ids = self._step * self.rows + np.arange(self.rows, dtype=np.int64)
         x = np.concatenate([a[t] for a in xs], axis=0)
-        if self._steps is None:  # a task without `trials`: one label per trial, read at every step
-            y = {"label": np.concatenate([y["label"][0] for y in ys]), "mask": ys[0]["mask"][t]}
-        else:
-            y = jax.tree.map(lambda leaf, *each: _per_step(leaf, list(each), t), ys[0], *ys)
+        y = jax.tree.map(lambda leaf, *each: _per_step(leaf, list(each), t), ys[0], *ys)
         self._step += 1
         return Batch(x, y, np.tile(ids, len(self.partitions)))
 

@@ -21,6 +21,7 @@ from disttrace.tasks._evidence import EvidenceAccumulation as EvidenceAccumulati
 from disttrace.tasks._integrator import Integrator as Integrator
 from disttrace.tasks._trial_task import TrialStream as TrialStream
 from disttrace.tasks._trial_task import TrialTask as TrialTask
+from disttrace.tasks._trial_task import per_step_targets as per_step_targets
 
 __all__ = [
     "CopyTask",
@@ -30,4 +31,5 @@ __all__ = [
     "Integrator",
     "TrialStream",
     "TrialTask",
+    "per_step_targets",
 ]

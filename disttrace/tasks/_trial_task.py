@@ -38,7 +38,7 @@ import numpy as np
 
 from disttrace import checks
 
-__all__ = ["TrialStream", "TrialTask"]
+__all__ = ["TrialStream", "TrialTask", "per_step_targets"]
 
 KINDS = ("classification", "regression")
 _MAX_FOLD = 2**32  # fold_in takes a uint32; PRNGKey keeps the low 32 bits of a seed without x64
@@ -72,8 +72,16 @@ def _seed(who: str, seed, arg: str = "seed") -> int:
     return seed
 
 
-def _trial_targets(kind: str, targets, mask):
-    """The per-step targets of one trial, time-major (see :meth:`TrialTask.trials`)."""
+def per_step_targets(kind: str, targets, mask):
+    """The per-step targets of a batch of trials from a task's ``sample`` (time-major, the
+    form ``Trainer.train_trial`` takes; :meth:`TrialTask.trials` is ``sample`` then this):
+    ``{"label": (T, B), "mask": (T,)}`` for classification (a per-trial label repeated at
+    every step), the targets ``(T, B, n_out)`` unchanged for regression.
+
+    Args:
+      kind: ``"classification"`` or ``"regression"``.
+      targets, mask: as ``sample`` returns them.
+    """
     if kind == "regression":
         return targets
     labels = jnp.asarray(targets)
@@ -107,7 +115,7 @@ class TrialTask:
           regression tasks here weight every step, ``mask`` is all ones).
         """
         xs, targets, mask = self.sample(key, batch)
-        return xs, _trial_targets(self.kind, targets, mask)
+        return xs, per_step_targets(self.kind, targets, mask)
 
     def stream(self, batch_size: int, seed: int = 0, partition: int = 0) -> TrialStream:
         """This task as an endless stream of steps (:class:`TrialStream`).
@@ -261,7 +269,7 @@ class TrialStream:
             if index >= _MAX_FOLD:
                 raise OverflowError(f"TrialStream: trial {index} is past the last foldable trial index {_MAX_FOLD - 1}")
             xs, targets, mask = self._trial(self._key, np.uint32(self.partition), np.uint32(index))
-            ys = jax.tree.map(np.asarray, _trial_targets(self.task.kind, targets, mask))
+            ys = jax.tree.map(np.asarray, per_step_targets(self.task.kind, targets, mask))
             self._cached = (index, np.asarray(xs, np.float32), ys)
         return self._cached[1:]
 

@@ -65,8 +65,8 @@ def test_task_stream_layout_trials_and_ids():
 def test_task_stream_seek_far_regenerates_one_trial():
     stream = TaskStream(TASK, batch_size=2, num_partitions=1, seed=0)
     calls = []
-    inner = stream._steps  # the task's `trials`, one draw per trial
-    stream._steps = lambda *args: calls.append(args) or inner(*args)
+    inner = stream._trial
+    stream._trial = lambda *args: calls.append(args) or inner(*args)
     far = 10**6 * 6 + 4
     stream.seek({0: far})
     batch = stream.next()
