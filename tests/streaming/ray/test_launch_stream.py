@@ -67,8 +67,8 @@ def test_sigterm_stops_at_a_round_with_a_final_checkpoint(tmp_path):
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=log, text=True)
     log.close()
     try:
-        for line in proc.stdout:  # the workers' progress lines reach the driver's stdout
-            if re.search(r"rank \d  step \d+  records", line):
+        for line in proc.stdout:  # the driver prints rank 0's progress lines (the workers report to it)
+            if re.match(r"step \d+  records", line):
                 break
         proc.send_signal(signal.SIGTERM)
         rest = proc.stdout.read()

@@ -49,6 +49,12 @@ def _initial_accuracy(tmp_path) -> float:
 
 
 def test_ray_job_submit_runs_the_sync_config(tmp_path):
+    import ray
+
+    # the session's own cluster (tests/streaming/ray/conftest.py) ends here: `ray stop` below stops every Ray
+    # process on the machine, and a driver whose cluster vanishes is killed by Ray (pytest with it)
+    if ray.is_initialized():
+        ray.shutdown()
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "XLA_FLAGS")}
     env.update(RAY_AUTH_MODE="disabled", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0",
                JAX_PLATFORMS="cpu")
