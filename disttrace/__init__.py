@@ -19,6 +19,7 @@ from disttrace import nn as nn
 from disttrace import ops as ops
 from disttrace import streaming as streaming
 from disttrace import train as train
+from disttrace import units as units
 from disttrace.algorithms import BPTT as BPTT
 from disttrace.algorithms import D_RTRL as D_RTRL
 from disttrace.algorithms import ES_D_RTRL as ES_D_RTRL
@@ -54,6 +55,8 @@ from disttrace.ops import matmul as matmul
 from disttrace.ops import sparse_matmul as sparse_matmul
 
 __version__ = "0.1.0"
+__version_info__ = tuple(int(part) for part in __version__.split("."))
+"""``(major, minor, patch)`` ints, as braintrace's ``__version_info__``."""
 
 __all__ = [
     "BPTT",

@@ -11,7 +11,6 @@ from disttrace.algorithms._bptt import BPTTState as BPTTState
 from disttrace.algorithms._compile import compile as compile  # noqa: A004
 from disttrace.algorithms._d_rtrl import DRTRLRule as DRTRLRule
 from disttrace.algorithms._d_rtrl import DRTRLTrace as DRTRLTrace
-from disttrace.algorithms._eprop import EProp as EProp
 from disttrace.algorithms._eprop import EPropRule as EPropRule
 from disttrace.algorithms._eprop import EPropTrace as EPropTrace
 from disttrace.algorithms._es_d_rtrl import ESRule as ESRule
@@ -34,8 +33,6 @@ from disttrace.algorithms._objects import SingleStepData as SingleStepData
 from disttrace.algorithms._objects import pp_prop as pp_prop
 from disttrace.algorithms._online import OnlineLearner as OnlineLearner
 from disttrace.algorithms._online import OnlineState as OnlineState
-from disttrace.algorithms._ostl import OSTLFeedforward as OSTLFeedforward
-from disttrace.algorithms._ostl import OSTLRecurrent as OSTLRecurrent
 from disttrace.algorithms._ostl import OSTLRecurrentLearner as OSTLRecurrentLearner
 from disttrace.algorithms._registry import assign_modes as assign_modes
 from disttrace.algorithms._registry import register as register
@@ -46,12 +43,15 @@ from disttrace.algorithms._rtrl import RTRLState as RTRLState
 from disttrace.algorithms._rule import Algorithm as Algorithm
 from disttrace.algorithms._rule import LearningRule as LearningRule
 from disttrace.algorithms._rule import OpFactors as OpFactors
-from disttrace.algorithms._snap import SnAp as SnAp
+from disttrace.algorithms._rule_objects import UORO as UORO
+from disttrace.algorithms._rule_objects import EProp as EProp
+from disttrace.algorithms._rule_objects import OSTLFeedforward as OSTLFeedforward
+from disttrace.algorithms._rule_objects import OSTLRecurrent as OSTLRecurrent
+from disttrace.algorithms._rule_objects import RandomProjectionVjpAlgorithm as RandomProjectionVjpAlgorithm
+from disttrace.algorithms._rule_objects import SnAp as SnAp
+from disttrace.algorithms._rule_objects import ThreeFactor as ThreeFactor
 from disttrace.algorithms._snap import SnApLearner as SnApLearner
-from disttrace.algorithms._three_factor import ThreeFactor as ThreeFactor
 from disttrace.algorithms._three_factor import ThreeFactorLearner as ThreeFactorLearner
-from disttrace.algorithms._uoro import UORO as UORO
-from disttrace.algorithms._uoro import RandomProjectionVjpAlgorithm as RandomProjectionVjpAlgorithm
 from disttrace.algorithms._uoro import UOROLearner as UOROLearner
 from disttrace.algorithms._uoro import UOROTrace as UOROTrace
 

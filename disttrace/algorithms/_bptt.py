@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from disttrace.algorithms._learner import Learner
 from disttrace.compiler import run_step
+from disttrace.units import loss_mantissa
 
 __all__ = ["BPTT", "BPTTLearner", "BPTTState"]
 
@@ -72,7 +73,7 @@ class BPTTLearner(Learner):
             jax.tree.unflatten(self.graph.aux_tree, box["aux"]),
             state.t + 1,
         )
-        return jnp.asarray(loss), new, jax.tree.unflatten(self.graph.out_tree, box["out"])
+        return loss_mantissa(loss), new, jax.tree.unflatten(self.graph.out_tree, box["out"])
 
     def _effective_chunk(self, chunk_size):
         return None  # accepted and ignored: BPTT unrolls the whole sequence

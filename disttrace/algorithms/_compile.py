@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from collections.abc import Callable
 
 import brainstate
@@ -12,10 +14,12 @@ from disttrace.algorithms._bptt import BPTT, BPTTLearner
 from disttrace.algorithms._learner import Learner, UnbatchedBinding
 from disttrace.algorithms._online import OnlineLearner
 from disttrace.algorithms._registry import resolve
-from disttrace.checks import boolean, positive_int
+from disttrace.checks import boolean, non_negative_int, one_of, positive_int
 from disttrace.compiler import RNG_PATH, ModuleBinding, compile_etrace_graph
 
 __all__ = ["compile"]
+
+_VERBOSE = (0, 1, 2)  # braintrace's levels: silent, the summary, the summary with diagnostics
 
 
 def compile(  # noqa: A001 - the name braintrace users know
@@ -27,6 +31,8 @@ def compile(  # noqa: A001 - the name braintrace users know
     init_states: bool = True,
     vmap: bool = False,
     control_flow=None,
+    seed: int | None = None,
+    verbose: int = 0,
     **options,
 ) -> Learner:
     """Initialises the model's states, compiles one step and returns a learner.
@@ -49,6 +55,15 @@ def compile(  # noqa: A001 - the name braintrace users know
         is the batched learner.
       control_flow: a ``disttrace.compiler.ControlFlowPolicy`` (``cond``/``scan``/``while``
         in the step; ``None``: the default policy) for ``compile_etrace_graph``.
+      seed: as braintrace: an int seeds the state initialisation (``init_all_states``
+        runs inside ``brainstate.random.seed_context(seed)``, so random initial states
+        repeat; the global key is restored afterwards). Weights drawn when the model was
+        built are not affected. ``None`` (default): the global key as it is.
+      verbose: as braintrace: 0 (default) prints nothing; 1 prints the compiled graph's
+        summary (hidden groups, trace ops and their traces, each parameter's kind:
+        ``str(learner.graph)`` without its diagnostics) headed by the learner's class;
+        2 adds the compiler's diagnostics (``learner.graph.records``). ``True`` is 1,
+        as in braintrace.
       **options: algorithm options when ``algorithm`` is a class or name
         (``decay=0.9`` / ``decay_or_rank=...``, ``memory_budget=...``).
 
@@ -66,7 +81,8 @@ def compile(  # noqa: A001 - the name braintrace users know
     ``brainstate.environ.context(fit=True)``.
 
     Raises:
-      ValueError: on a bad ``algorithm``, ``batch_size`` or option.
+      ValueError: on a bad ``algorithm``, ``batch_size``, ``seed``, ``verbose`` or option;
+        on ``seed`` with ``init_states=False`` (there is no initialisation to seed).
       CompilationError: if the model cannot be handled (see ``compile_etrace_graph``).
 
     Example:
@@ -81,9 +97,18 @@ def compile(  # noqa: A001 - the name braintrace users know
     unbatched = batch_size is None
     if not unbatched:
         batch_size = positive_int("compile", "batch_size", batch_size)
+    one_of("compile", "verbose", verbose, _VERBOSE)
+    if seed is not None:
+        seed = non_negative_int("compile", "seed", seed)
+        if not init_states:
+            raise ValueError(
+                f"compile: argument 'seed' ({seed}) seeds the state initialisation, but init_states=False skips it; "
+                "drop seed, or seed the states yourself (brainstate.random.seed_context)"
+            )
     spec = resolve(algorithm, options)
     if init_states:
-        brainstate.nn.init_all_states(model, batch_size=batch_size)
+        with brainstate.random.seed_context(seed) if seed is not None else contextlib.nullcontext():
+            brainstate.nn.init_all_states(model, batch_size=batch_size)
     binding = (UnbatchedBinding if unbatched else ModuleBinding).of(model)
     if unbatched:  # compiled as a batch of one; the learner adds and drops the axis
         example_args = jax.tree.map(lambda a: jnp.expand_dims(jnp.asarray(a), 0), example_args)
@@ -104,10 +129,21 @@ def compile(  # noqa: A001 - the name braintrace users know
             f"compile: argument 'batch_size' is {batch_size} but the model's hidden states have batch {graph.batch_size}"
         )
     if isinstance(spec, BPTT):
-        return BPTTLearner(model, graph, binding, loss_fn)
-    if hasattr(spec, "learner"):  # a whole-model algorithm with a learner of its own (RTRL, SnAp)
-        return spec.learner(model, graph, binding, loss_fn)
-    return OnlineLearner(model, graph, binding, spec, loss_fn)
+        learner = BPTTLearner(model, graph, binding, loss_fn)
+    elif hasattr(spec, "learner"):  # a whole-model algorithm with a learner of its own (RTRL, SnAp)
+        learner = spec.learner(model, graph, binding, loss_fn)
+    else:
+        learner = OnlineLearner(model, graph, binding, spec, loss_fn)
+    if verbose:
+        print(_summary(learner, spec, verbose))
+    return learner
+
+
+def _summary(learner: Learner, spec, verbose: int) -> str:
+    """``compile(verbose=1|2)``'s report: the learner and algorithm, then the graph's
+    summary, with its diagnostics at 2 only (``str(ETraceGraph)`` ends with them)."""
+    graph = learner.graph if verbose == 2 else dataclasses.replace(learner.graph, records=())
+    return f"disttrace.compile: {type(learner).__name__} ({type(spec).__name__})\n{graph}"
 
 
 def _step_error(err: Exception, example_args) -> Exception:

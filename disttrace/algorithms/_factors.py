@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from disttrace.compiler import ETraceGraph, run_step
+from disttrace.units import loss_mantissa
 
 __all__ = ["StepFactors", "step_factors"]
 
@@ -162,7 +163,7 @@ class _Forward:
         loss = self.loss_of(call, *self.seq_t)
         if not box:
             raise ValueError("step_fn must call the learner exactly once per step; it never called it")
-        loss = jnp.asarray(loss)
+        loss = loss_mantissa(loss)
         if loss.shape != ():
             raise ValueError(f"step_fn must return a scalar loss; got shape {loss.shape}")
         return (loss, box["hidden"]), (box["aux"], box["records"], box["args"], box["out"])

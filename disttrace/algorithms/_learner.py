@@ -30,6 +30,7 @@ from disttrace.algorithms._fn_cache import JitCache, function_key
 from disttrace.checks import boolean, one_of, positive_int
 from disttrace.compiler import ETraceGraph, ModuleBinding, path_str, run_step
 from disttrace.errors import NotSupportedError
+from disttrace.units import UNITLESS, attach, grad_units, loss_mantissa, unit_of
 
 __all__ = ["Learner", "NotSupportedError", "UnbatchedBinding"]
 
@@ -95,6 +96,23 @@ def _drop_batch(tree, axis: int = 0):
     return jax.tree.map(lambda a: jnp.squeeze(a, axis), tree)
 
 
+class _LossUnit:
+    """The unit of a step function's loss, recorded when the step is traced."""
+
+    def __init__(self):
+        self.unit = UNITLESS
+
+
+def _record_loss_unit(step_fn: Callable, box: _LossUnit, has_aux: bool) -> Callable:
+    def unitless(*args):
+        res = step_fn(*args)
+        loss = res[0] if has_aux else res
+        box.unit = unit_of(loss)
+        return (loss_mantissa(loss), *res[1:]) if has_aux else loss_mantissa(loss)
+
+    return unitless
+
+
 class Learner:
     """Base of :class:`OnlineLearner` and :class:`BPTTLearner`.
 
@@ -113,6 +131,7 @@ class Learner:
         self.loss_fn = loss_fn
         self._active_call: Callable | None = None
         self._jitted = JitCache()
+        self._loss_units = JitCache(max_size=64, warn_after=2**31)  # function_key -> _LossUnit
 
     # ---- state access -----------------------------------------------------------
     @property
@@ -286,14 +305,16 @@ class Learner:
         has_aux = boolean("etrace_grad", "has_aux", has_aux)
         return_value = boolean("etrace_grad", "return_value", return_value)
         selected = self._selected_paths(weights)
+        if callable(step_fn):
+            step_fn, loss_unit = self._unitless_step_fn(step_fn, has_aux)
         if mask is None and not has_aux and reduction == "mean":  # today's path, unchanged
             fn = self._etrace_fn(seqs, step_fn, chunk_size)
             state, grads, losses = fn(self._param_leaves(), self._current_state(), seqs)
             self._store_state(state)
-            grads = self._select(self._grads_tree(grads), selected)
+            grads = self._select(self._unit_grads(self._grads_tree(grads), loss_unit.unit), selected)
             if not return_value:
                 return grads
-            return grads, (jnp.mean(losses) if loss_output == "scalar" else losses)
+            return grads, attach(jnp.mean(losses) if loss_output == "scalar" else losses, loss_unit.unit)
         t_len = self._check_etrace_args(seqs, step_fn, chunk_size)
         w = jnp.ones((t_len,), jnp.float32) if mask is None else jnp.asarray(mask)
         if w.shape != (t_len,):
@@ -305,19 +326,35 @@ class Learner:
         if reduction == "mean":
             denom = jnp.maximum(jnp.sum(w), 1)
             sums = [g / denom.astype(g.dtype) for g in sums]
-        grads = self._select(self._grads_tree(sums), selected)
+        grads = self._select(self._unit_grads(self._grads_tree(sums), loss_unit.unit), selected)
         out = (grads,)
         if return_value:
             if loss_output == "per_step":
-                out += (extras[0] if raw_needed else masked,)
+                losses = extras[0] if raw_needed else masked
             elif loss_output == "masked":
-                out += (masked,)
+                losses = masked
             else:
                 total = jnp.sum(masked)
-                out += (total / jnp.maximum(jnp.sum(w), 1).astype(total.dtype) if reduction == "mean" else total,)
+                losses = total / jnp.maximum(jnp.sum(w), 1).astype(total.dtype) if reduction == "mean" else total
+            out += (attach(losses, loss_unit.unit),)
         if has_aux:
             out += (extras[1],)
         return out[0] if len(out) == 1 else out
+
+    def _unitless_step_fn(self, step_fn: Callable, has_aux: bool) -> tuple[Callable, _LossUnit]:
+        """``step_fn`` returning its loss's mantissa, and the box where tracing it records
+        the loss's unit (one box per ``function_key``, so the wrapper keys the jit cache
+        as ``step_fn`` itself does)."""
+        box = self._loss_units.get(function_key(step_fn), _LossUnit)
+        return _record_loss_unit(step_fn, box, has_aux), box
+
+    def _unit_grads(self, grads: dict, loss_unit) -> dict:
+        """Each parameter's gradient in ``loss unit / parameter unit`` (``disttrace.units``);
+        unchanged for a model and loss without units."""
+        units = self.binding.units()
+        if loss_unit.is_unitless and not any(v is not None for p in grads for v in units[p]):
+            return grads
+        return {p: grad_units(g, units[p], loss_unit) for p, g in grads.items()}
 
     def _selected_paths(self, weights) -> list | None:
         """``weights`` -> [(its key, parameter path)], or ``None`` for all parameters."""
@@ -481,6 +518,8 @@ class Learner:
           ValueError: as :meth:`etrace_grad` for bad arguments.
         """
         self.sync()
+        if callable(step_fn):
+            step_fn = self._unitless_step_fn(step_fn, False)[0]  # the function etrace_grad compiles
         fn = self._etrace_fn(seqs, step_fn, chunk_size)
         ma = fn.lower(self._param_leaves(), self._current_state(), seqs).compile().memory_analysis()
         return {

@@ -17,7 +17,8 @@ every computation is that learner's. Its traces live in a brainstate ``State``
 ``D_RTRL``, ``ES_D_RTRL`` and ``pp_prop`` are both: called with a model first they build
 the object; called without one (``dt.D_RTRL()``, ``dt.ES_D_RTRL(decay=0.9)``, or by
 ``dt.compile(model, dt.D_RTRL, ...)``) they return disttrace's algorithm spec as before,
-and ``isinstance`` accepts either.
+and ``isinstance`` accepts either. The newer rules' objects (``SnAp``, ``EProp``, ``OSTL*``,
+``UORO``, ``ThreeFactor``) are in :mod:`disttrace.algorithms._rule_objects`.
 
 braintrace parameters with no meaning here are accepted and documented as such where the
 result is the same, and refused with :class:`NotSupportedError` saying why where it
@@ -173,7 +174,8 @@ class ETraceGraphExecutor:
         if boolean("ETraceGraphExecutor", "include_recurrent_mixing", include_recurrent_mixing) or sparse_n is not None:
             raise NotSupportedError(
                 "ETraceGraphExecutor: include_recurrent_mixing/sparse_n (braintrace's SnAp) are not supported: "
-                "D_RTRL and ES_D_RTRL keep the diagonal of the hidden Jacobian"
+                "the executor only compiles the graph; use the learner object disttrace.SnAp(model, n) (or "
+                "OSTLRecurrent(model)), which keeps the recurrent Jacobian itself"
             )
         positive_int("ETraceGraphExecutor", "snap_max_jacobian_elements", snap_max_jacobian_elements)
         self.model = model
@@ -256,7 +258,10 @@ class ETraceAlgorithm(brainstate.nn.Module):
 
     # ---- what the subclasses say --------------------------------------------------------------
     def _spec(self):
-        raise NotSupportedError(f"{type(self).__name__} is abstract: use D_RTRL, ES_D_RTRL / pp_prop")
+        raise NotSupportedError(
+            f"{type(self).__name__} is abstract: use D_RTRL, ES_D_RTRL / pp_prop, SnAp, EProp, OSTLRecurrent, "
+            "OSTLFeedforward, UORO or ThreeFactor"
+        )
 
     def rules(self, graph) -> tuple:
         """The learning rule per op of ``graph`` (an object is also its algorithm's spec)."""

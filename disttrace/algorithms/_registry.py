@@ -18,12 +18,14 @@ from disttrace.algorithms._rule import Algorithm
 from disttrace.algorithms._snap import SnAp
 from disttrace.algorithms._three_factor import ThreeFactor
 from disttrace.algorithms._uoro import UORO
+from disttrace.errors import NotSupportedError
 
 __all__ = ["assign_modes", "register", "registered", "resolve"]
 
 _BY_NAME: dict[str, type] = {
     "d_rtrl": D_RTRL,
     "es_d_rtrl": ES_D_RTRL,
+    "esd_rtrl": ES_D_RTRL,  # braintrace 0.2.8's alias
     "pp_prop": ES_D_RTRL,
     "hybrid": Hybrid,
     "bptt": BPTT,
@@ -38,8 +40,15 @@ _BY_NAME: dict[str, type] = {
 }
 
 
+# braintrace 0.2.8 names with no algorithm here: refused saying why, not as unknown names
+_NOT_HERE = {
+    "dni": "DNI (synthetic gradients, Jaderberg et al. 2017) is braintrace's; disttrace has no synthetic-gradient "
+    "learner: use a rule of disttrace.algorithms.registered()",
+}
+
+
 def _normal(name: str) -> str:
-    return name.lower().replace("-", "_")
+    return name.strip().lower().replace("-", "_")
 
 
 def register(name: str, algorithm: type) -> type:
@@ -65,11 +74,17 @@ def registered() -> tuple[str, ...]:
 def resolve(algorithm, options: dict, who: str = "compile"):
     """A spec instance from a class, an instance or a registered name (+ options).
 
+    Names are matched without case, surrounding spaces or the ``-``/``_`` difference
+    (braintrace's ``"D_RTRL"``, ``"esd_rtrl"``, ``"OSTL-recurrent"`` all resolve).
+
     Raises:
       ValueError: on an unknown name, options given with an instance, or anything else.
+      NotSupportedError: on a braintrace name with no algorithm here (``"dni"``).
     """
     if isinstance(algorithm, str):
         key = _normal(algorithm)
+        if key in _NOT_HERE and key not in _BY_NAME:
+            raise NotSupportedError(f"{who}: algorithm {algorithm!r} is not supported: {_NOT_HERE[key]}")
         if key not in _BY_NAME:
             raise ValueError(f"{who}: unknown algorithm {algorithm!r}; allowed: {list(registered())}")
         algorithm = _BY_NAME[key]

@@ -62,6 +62,7 @@ import jax.numpy as jnp
 from disttrace.algorithms._learner import Learner
 from disttrace.checks import non_negative_int, path_str
 from disttrace.compiler import DiagnosticKind, run_step
+from disttrace.units import loss_mantissa
 
 __all__ = ["RTRL", "RTRLLearner", "RTRLState", "influence_leaves"]
 
@@ -263,7 +264,7 @@ class RTRLLearner(Learner):
             loss = loss_of(call, *seq_t)
             if not box:
                 raise ValueError("step_fn must call the learner exactly once per step; it never called it")
-            return jnp.asarray(loss), (box["hidden"], box["aux"], box["out"], box["args"])
+            return loss_mantissa(loss), (box["hidden"], box["aux"], box["out"], box["args"])
 
         if with_grad:
             loss, vjp, (h_new, a_new, out, args) = jax.vjp(f, list(theta), hidden, has_aux=True)

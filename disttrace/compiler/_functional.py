@@ -18,6 +18,10 @@ Which states may carry memory from one step to the next:
 - a plain Python attribute: never. One replaced by a traced value during a traced run
   is put back and refused (``_attributes``).
 
+Values cross this boundary without units: a state holding a ``brainunit`` quantity
+(a weight in mS, a potential in mV) is seen as its mantissa, and gets its unit back
+whenever the binding writes the model or runs a step (``disttrace.units``).
+
 brainstate's global random key is threaded as one more aux state when the model draws
 from it (:meth:`ModuleBinding.with_rng`, ``_rng``); every traced run puts the global
 key back afterwards, so it never keeps a tracer.
@@ -46,6 +50,7 @@ from disttrace.compiler._rng import (
     to_data,
 )
 from disttrace.errors import CompilationError
+from disttrace.units import conform, restore, strip
 
 __all__ = ["ModuleBinding", "path_str"]
 
@@ -119,7 +124,7 @@ class ModuleBinding:
 
     def values(self) -> tuple[dict, dict, dict]:
         """Current (params, hidden, aux) values with weak types removed."""
-        get = lambda d: {p: jax.tree.map(_strong, _value(s)) for p, s in d.items()}
+        get = lambda d: {p: strip(jax.tree.map(_strong, _value(s)))[0] for p, s in d.items()}
         return get(self.params), get(self.hidden), get(self.aux)
 
     def write(self, hidden: dict | None = None, aux: dict | None = None, params: dict | None = None) -> None:
@@ -150,9 +155,28 @@ class ModuleBinding:
                 for p, s in all_states.items():
                     s.value = old[p]
 
-    def read(self) -> tuple[dict, dict]:
-        """(hidden, aux) values as the states hold them now (inside :meth:`bound`)."""
-        return {p: s.value for p, s in self.hidden.items()}, {p: _value(s) for p, s in self.aux.items()}
+    def units(self) -> dict:
+        """path -> the units of each leaf of the state's value now (``strip``), for
+        every state of the binding."""
+        return {p: strip(_value(s))[1] for d in (self.params, self.hidden, self.aux) for p, s in d.items()}
+
+    def read(self, units: dict | None = None) -> tuple[dict, dict]:
+        """(hidden, aux) values as the states hold them now (inside :meth:`bound`),
+        without units: each leaf expressed in the unit ``units`` (:meth:`units`, taken
+        before the step) gives it.
+
+        Raises:
+          ValueError: if the step wrote a state in a unit of another dimension.
+        """
+        units = {} if units is None else units
+
+        def get(d):
+            return {
+                p: conform(f"state {path_str(p)!r}", _value(s), units[p]) if p in units else strip(_value(s))[0]
+                for p, s in d.items()
+            }
+
+        return get(self.hidden), get(self.aux)
 
     def pure(self, call: Callable[..., Any] | None = None) -> Callable:
         """``(params, hidden, aux, *args) -> (out, hidden_new, aux_new)`` for ``call(*args)``.
@@ -171,10 +195,11 @@ class ModuleBinding:
 
         def fn(params, hidden, aux, *args):
             attrs = AttributeSnapshot.of(self.model)
+            units = self.units()
             try:
                 with self.bound(params, hidden, aux) as key_use:
                     out = call(*args)
-                    new_hidden, new_aux = self.read()
+                    new_hidden, new_aux = self.read(units)
             finally:
                 leaked = attrs.undo_leaks()
             _check_run(leaked, key_use)
@@ -188,7 +213,8 @@ def _value(state):
 
 
 def _assign(state, value, like) -> None:
-    state.value = from_data(value, like) if is_key_state(state) else value
+    # ``value`` has no units (``values``); the state keeps the units it holds (``like``)
+    state.value = from_data(value, like) if is_key_state(state) else restore(value, strip(like)[1])
 
 
 def _check_run(leaked: tuple[str, ...], key_use: KeyUse) -> None:

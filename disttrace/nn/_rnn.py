@@ -525,13 +525,30 @@ class MinimalRNNCell(_Cell):
     """MinimalRNN (Chen 2017, arXiv:1711.06788).
 
     .. math::
-        z_t = φ(x_t W_x + b_x),\\quad
+        z_t = Φ(x_t),\\quad
         u_t = σ([z_t, h_{t-1}] W_u + b_u),\\quad
         h_t = u_t ∘ h_{t-1} + (1 - u_t) ∘ z_t
 
-    Args: as :class:`GRUCell` (φ defaults to ``'tanh'``, the paper's Φ).
-    Parameters: ``phi.weight = {'weight': (I, N), 'bias': (N,)}``,
-    ``W_u.weight = {'weight': (2N, N), 'bias': (N,)}``. State: ``h`` (B, N) or (N,).
+    with ``Φ(x) = activation(x W_x + b_x)`` by default (``activation`` defaults to
+    ``'tanh'``, the paper's Φ), or ``Φ = phi`` when given.
+
+    Args:
+      in_size, out_size, w_init, b_init, state_init, name: as :class:`GRUCell`.
+      activation: the activation of the default Φ.
+      phi: braintrace's argument: a callable (a function or a module) mapping the input
+        (B, I) or (I,) to the latent ``z`` (B, N) or (N,), used as Φ in place of the
+        default (braintrace's default is a plain ``Linear``, without activation:
+        ``phi=dt.nn.Linear(I, N)`` reproduces it). Weights inside ``phi`` learn online
+        only if applied with disttrace ops (e.g. a :class:`~disttrace.nn.Linear`).
+
+    Parameters: ``phi.weight = {'weight': (I, N), 'bias': (N,)}`` (the default Φ; a given
+    ``phi`` keeps its own), ``W_u.weight = {'weight': (2N, N), 'bias': (N,)}``.
+    State: ``h`` (B, N) or (N,).
+
+    Raises:
+      ValueError: on a bad argument; on a ``phi`` that is not callable, or given together
+        with an ``activation`` other than the default (put it inside ``phi``); at the
+        first step, if ``phi``'s output is not of the hidden state's shape.
 
     Example:
       >>> import brainstate, jax.numpy as jnp, disttrace as dt
@@ -550,16 +567,35 @@ class MinimalRNNCell(_Cell):
         b_init=_ZERO,
         state_init=_ZERO,
         activation: str | Callable = "tanh",
+        phi: Callable | None = None,
         name: str | None = None,
     ):
         super().__init__(in_size, out_size, state_init, name)
-        self.activation = _activation("MinimalRNNCell", activation)
-        self.phi = self._linear(self.num_in, self.num_out, w_init, b_init)
+        if phi is None:
+            self.activation = _activation("MinimalRNNCell", activation)
+            self.phi = self._linear(self.num_in, self.num_out, w_init, b_init)
+        else:
+            if not callable(phi):
+                raise ValueError(f"MinimalRNNCell: argument 'phi' must be a callable (a function or a module); got {phi!r}")
+            if not (isinstance(activation, str) and activation == "tanh"):
+                raise ValueError(
+                    f"MinimalRNNCell: argument 'activation' ({activation!r}) applies to the default phi only; with "
+                    "phi given, z = phi(x): put the activation inside phi"
+                )
+            self.activation = None
+            self.phi = phi
+        self._default_phi = phi is None
         self.W_u = self._linear(2 * self.num_out, self.num_out, w_init, b_init)
 
     def update(self, x):
         h = self.h.value
-        z = self.activation(self.phi(self._check_x(x)))
+        x = self._check_x(x)
+        z = self.activation(self.phi(x)) if self._default_phi else self.phi(x)
+        if jnp.shape(z) != jnp.shape(h):
+            raise ValueError(
+                f"MinimalRNNCell: phi must map the input {jnp.shape(x)} to the hidden state's shape {jnp.shape(h)}; "
+                f"got {jnp.shape(z)}"
+            )
         u = jax.nn.sigmoid(self.W_u(jnp.concatenate([z, h], axis=-1)))
         self.h.value = u * h + (1.0 - u) * z
         return self.h.value

@@ -102,9 +102,17 @@ class _Neuron(_PerNeuron):
         self.spk_reset = spk_reset
         self.spk_fun = _spike_fn(who, spk_fun)
 
-    def init_state(self, batch_size=None, **kwargs):
+    def _v0(self, batch_size):
         v_rest = self.V_rest.value if "V_rest" in self.learnable else self._constants.get("V_rest", 0.0)
-        self.V = brainstate.HiddenState(jnp.broadcast_to(jnp.asarray(v_rest), self._shape(batch_size)) * 1.0)
+        return jnp.broadcast_to(jnp.asarray(v_rest), self._shape(batch_size)) * 1.0
+
+    def init_state(self, batch_size=None, **kwargs):
+        self.V = brainstate.HiddenState(self._v0(batch_size))
+
+    def reset_state(self, batch_size=None, **kwargs):
+        """Sets ``V`` back to ``V_rest`` in the existing state (``brainstate.nn.reset_all_states``,
+        also inside ``brainstate.transform.jit``)."""
+        self.V.value = self._v0(batch_size)
 
     def _fire(self, v, threshold):
         return self.spk_fun((v - threshold) / (self._get("V_th") - self._get("V_reset")))
@@ -225,6 +233,11 @@ class ALIF(LIF):
         super().init_state(batch_size)
         self.a = brainstate.HiddenState(jnp.zeros(self._shape(batch_size)))
 
+    def reset_state(self, batch_size=None, **kwargs):
+        """Sets ``V`` back to ``V_rest`` and the adaptation ``a`` to zero."""
+        super().reset_state(batch_size)
+        self.a.value = jnp.zeros(self._shape(batch_size))
+
     def _threshold(self, a):
         return self._get("V_th") + self._get("beta") * a
 
@@ -266,6 +279,10 @@ class Expon(_PerNeuron):
 
     def init_state(self, batch_size=None, **kwargs):
         self.g = brainstate.HiddenState(jnp.zeros(self._shape(batch_size)))
+
+    def reset_state(self, batch_size=None, **kwargs):
+        """Sets the conductance ``g`` back to zero."""
+        self.g.value = jnp.zeros(self._shape(batch_size))
 
     def update(self, x):
         self._check(x)

@@ -98,6 +98,10 @@ class LIFLayer(_SpikingLayer):
     def init_state(self, batch_size=None, **kwargs):
         self.V = brainstate.HiddenState(jnp.zeros((batch_size, self.n_rec)))
 
+    def reset_state(self, batch_size=None, **kwargs):
+        """Sets ``V`` back to zero in the existing state (``brainstate.nn.reset_all_states``)."""
+        self.V.value = jnp.zeros((batch_size, self.n_rec))
+
     def update(self, x):
         v = self.V.value
         s_prev = self._spike(v - self.v_th)
@@ -138,6 +142,12 @@ class ALIFLayer(_SpikingLayer):
         dt = jnp.zeros(()).dtype
         self.V = brainstate.HiddenState(jnp.zeros((batch_size, self.n_rec), dt))
         self.a = brainstate.HiddenState(jnp.zeros((batch_size, self.n_rec), dt))
+
+    def reset_state(self, batch_size=None, **kwargs):
+        """Sets ``V`` and the adaptation ``a`` back to zero in the existing states."""
+        dt = jnp.zeros(()).dtype
+        self.V.value = jnp.zeros((batch_size, self.n_rec), dt)
+        self.a.value = jnp.zeros((batch_size, self.n_rec), dt)
 
     def update(self, x):
         v, a = self.V.value, self.a.value
@@ -183,6 +193,10 @@ class LeakyRate(brainstate.nn.Module):
 
     def init_state(self, batch_size=None, **kwargs):
         self.h = brainstate.HiddenState(jnp.zeros((batch_size, self.n_rec)))
+
+    def reset_state(self, batch_size=None, **kwargs):
+        """Sets ``h`` back to zero in the existing state."""
+        self.h.value = jnp.zeros((batch_size, self.n_rec))
 
     def update(self, x):
         check.features("LeakyRate", x, self.n_in)

@@ -33,6 +33,7 @@ from disttrace.ops._aliases import one_name, transformed
 from disttrace.ops._blocks import apply_block
 from disttrace.ops._element_wise import element_wise
 from disttrace.ops._registry import OpBody, TraceOpRule, register, trace_op
+from disttrace.units import attach, in_unit, split
 
 __all__ = ["conv"]
 
@@ -239,7 +240,9 @@ def conv(
       (2, 8, 4)
     """
     w = one_name("conv", ("w", w), ("kernel", kernel))
+    (x, x_unit), (w, w_unit) = split(x), split(w)
     x, w = jnp.asarray(x), jnp.asarray(transformed("conv", "kernel_fn", kernel_fn, w))
+    unit = x_unit * w_unit
     nd = w.ndim - 2
     if nd < 1 or x.ndim != nd + 2:
         raise ValueError(
@@ -271,11 +274,11 @@ def conv(
         rhs_dilation=_per_dim("rhs_dilation", rhs_dilation, nd), feature_group_count=groups,
     )
     if bias is not None:
-        bias = jnp.asarray(bias)
+        bias = jnp.asarray(in_unit("conv", "bias", bias, unit))
         if bias.shape != (w.shape[-1],):
             raise ValueError(f"conv: argument 'bias' must have shape ({w.shape[-1]},); got {bias.shape}")
         y = y + element_wise(bias, bias_fn)
-    return y
+    return attach(y, unit)
 
 
 def _check_layout(x, w, dimension_numbers) -> None:

@@ -43,6 +43,7 @@ import jax.numpy as jnp
 from disttrace.ops._aliases import transformed
 from disttrace.ops._blocks import apply_block
 from disttrace.ops._registry import TraceOpRule, get_rule, register, trace_op
+from disttrace.units import attach, split
 
 __all__ = ["einsum"]
 
@@ -230,6 +231,7 @@ def einsum(equation: str, x: jax.Array, weight: jax.Array, *, weight_fn: Callabl
       >>> dt.einsum("...i,ij->...j", jnp.ones(3), jnp.ones((3, 4))).shape
       (4,)
     """
+    (x, x_unit), (weight, w_unit) = split(x), split(weight)
     x = jnp.asarray(x)
     spec, unbatched = _parse(equation, x.ndim)
     weight = jnp.asarray(transformed("einsum", "weight_fn", weight_fn, weight))
@@ -250,4 +252,4 @@ def einsum(equation: str, x: jax.Array, weight: jax.Array, *, weight_fn: Callabl
                     f"{equation!r}"
                 )
     y = _op_for(spec)(x, weight)
-    return y[0] if unbatched else y
+    return attach(y[0] if unbatched else y, x_unit * w_unit)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from disttrace.ops._aliases import one_name
 from disttrace.ops._blocks import apply_block
 from disttrace.ops._registry import TraceOpRule, register, trace_op
+from disttrace.units import attach, split
 
 __all__ = ["ElementWiseRule", "element_wise"]
 
@@ -117,4 +118,5 @@ def element_wise(
     fn = _identity if fn is None else fn
     if not callable(fn):
         raise ValueError(f"element_wise: argument 'fn' must be callable; got {type(fn).__name__}")
-    return _element_wise_op(jnp.asarray(w), fn)
+    w, unit = split(w)
+    return attach(_element_wise_op(jnp.asarray(w), fn), unit)

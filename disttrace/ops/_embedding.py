@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from disttrace.ops._aliases import one_name, transformed
 from disttrace.ops._matmul import MatmulRule
 from disttrace.ops._registry import register, trace_op
+from disttrace.units import attach, split
 
 __all__ = ["embedding"]
 
@@ -75,10 +76,10 @@ def embedding(
       (2, 3)
     """
     idx = jnp.asarray(one_name("embedding", ("idx", idx), ("indices", indices)))
-    table = one_name("embedding", ("table", table), ("weight", weight))
+    table, unit = split(one_name("embedding", ("table", table), ("weight", weight)))
     table = jnp.asarray(transformed("embedding", "weight_fn", weight_fn, table))
     if not jnp.issubdtype(idx.dtype, jnp.integer):
         raise ValueError(f"embedding: argument 'idx' must be integer; got dtype {idx.dtype}")
     if table.ndim != 2:
         raise ValueError(f"embedding: argument 'table' must be (V, O); got shape {table.shape}")
-    return _embedding_op(idx, table)
+    return attach(_embedding_op(idx, table), unit)

@@ -24,6 +24,7 @@ from disttrace.ops._aliases import one_name, transformed
 from disttrace.ops._blocks import apply_block
 from disttrace.ops._element_wise import element_wise
 from disttrace.ops._registry import TraceOpRule, register, trace_op
+from disttrace.units import attach, in_unit, split
 
 __all__ = ["grouped_matmul"]
 
@@ -101,8 +102,9 @@ def grouped_matmul(
       >>> dt.ops.grouped_matmul(jnp.ones((2, 3, 4)), jnp.ones((3, 4, 5))).shape
       (2, 3, 5)
     """
-    w = one_name("grouped_matmul", ("w", w), ("weight", weight))
+    (w, w_unit), (x, x_unit) = split(one_name("grouped_matmul", ("w", w), ("weight", weight))), split(x)
     x, w = jnp.asarray(x), jnp.asarray(transformed("grouped_matmul", "weight_fn", weight_fn, w))
+    unit = x_unit * w_unit
     if w.ndim != 3:
         raise ValueError(f"grouped_matmul: argument 'w' must have shape (G, I, O); got {w.shape}")
     if x.shape[-2:] != w.shape[:2] or x.ndim not in (2, 3):
@@ -116,5 +118,5 @@ def grouped_matmul(
         )
     y = _grouped_op(x[None], w)[0] if x.ndim == 2 else _grouped_op(x, w)
     if bias is not None:
-        y = y + element_wise(jnp.asarray(bias), bias_fn)
-    return y
+        y = y + element_wise(jnp.asarray(in_unit("grouped_matmul", "bias", bias, unit)), bias_fn)
+    return attach(y, unit)

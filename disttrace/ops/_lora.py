@@ -43,6 +43,7 @@ from disttrace.ops._conv import _ConvRule, _dimension_numbers
 from disttrace.ops._element_wise import element_wise
 from disttrace.ops._matmul import MatmulRule
 from disttrace.ops._registry import register, trace_op
+from disttrace.units import attach, in_unit, split
 
 __all__ = ["lora_conv", "lora_embedding", "lora_matmul"]
 
@@ -140,7 +141,14 @@ def lora_matmul(
       >>> dt.lora_matmul(jnp.ones((2, 3)), jnp.ones((3, 1)), jnp.ones((1, 4)), alpha=0.5).shape
       (2, 4)
     """
+    # every factor's unit multiplies the output's whatever its role, so the units come off first
+    (x, unit), given = split(x), [split(f) for f in (*factors[:2], lora_b, lora_a, B, A)]
+    for _, factor_unit in given:
+        unit = unit * factor_unit
+    mants = [m for m, _ in given]
     x = jnp.asarray(x)
+    factors = (*mants[:len(factors[:2])], *factors[2:])
+    lora_b, lora_a, B, A = mants[len(factors[:2]):]  # noqa: N806 (braintrace's names)
     down, up, alpha = _lora_factors(x, factors, lora_b, lora_a, B, A, alpha)
     down = jnp.asarray(transformed("lora_matmul", "b_fn", b_fn, down))
     up = jnp.asarray(transformed("lora_matmul", "a_fn", a_fn, up))
@@ -148,8 +156,8 @@ def lora_matmul(
         raise ValueError(f"lora_matmul: argument 'bias' must have shape ({up.shape[1]},); got {jnp.shape(bias)}")
     y = _lora_op(x, up, down, checks.number("lora_matmul", "alpha", 1.0 if alpha is None else alpha))
     if bias is not None:
-        y = y + element_wise(jnp.asarray(bias), bias_fn)
-    return y
+        y = y + element_wise(jnp.asarray(in_unit("lora_matmul", "bias", bias, unit)), bias_fn)
+    return attach(y, unit)
 
 
 def _lora_factors(x, factors, lora_b, lora_a, B, A, alpha):  # noqa: N803

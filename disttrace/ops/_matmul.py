@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from disttrace.ops._aliases import one_name, transformed
 from disttrace.ops._blocks import apply_block
 from disttrace.ops._registry import TraceOpRule, register, trace_op
+from disttrace.units import attach, in_unit, split
 
 __all__ = ["MatmulRule", "matmul"]
 
@@ -180,8 +181,10 @@ def matmul(
       >>> dt.matmul(jnp.ones((2, 3)), weight=jnp.ones((3, 4)), weight_fn=jnp.abs).shape
       (2, 4)
     """
+    (x, x_unit), (w, w_unit) = split(x), split(one_name("matmul", ("w", w), ("weight", weight)))
     x = jnp.asarray(x)
-    w = jnp.asarray(transformed("matmul", "weight_fn", weight_fn, one_name("matmul", ("w", w), ("weight", weight))))
+    w = jnp.asarray(transformed("matmul", "weight_fn", weight_fn, w))
+    unit = x_unit * w_unit
     if w.ndim != 2:
         raise ValueError(f"matmul: argument 'w' must be a matrix (I, O); got shape {w.shape}")
     if x.ndim not in (1, 2) or x.shape[-1] != w.shape[0]:
@@ -190,8 +193,8 @@ def matmul(
             f"'w' of shape {w.shape}; got {x.shape}"
         )
     if bias is None:
-        return _matmul_op(x, w)
-    bias = jnp.asarray(transformed("matmul", "bias_fn", bias_fn, bias))
+        return attach(_matmul_op(x, w), unit)
+    bias = jnp.asarray(transformed("matmul", "bias_fn", bias_fn, in_unit("matmul", "bias", bias, unit)))
     if bias.shape != (w.shape[1],):
         raise ValueError(f"matmul: argument 'bias' must have shape ({w.shape[1]},); got {bias.shape}")
-    return _matmul_bias_op(x, w, bias)
+    return attach(_matmul_bias_op(x, w, bias), unit)

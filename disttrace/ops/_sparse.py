@@ -25,6 +25,7 @@ from disttrace.ops._aliases import one_name, transformed
 from disttrace.ops._blocks import apply_block
 from disttrace.ops._element_wise import element_wise
 from disttrace.ops._registry import TraceOpRule, register, trace_op
+from disttrace.units import attach, in_unit, split
 
 __all__ = ["sparse_matmul"]
 
@@ -176,8 +177,8 @@ def sparse_matmul(
       Array([[0., 2.],
              [0., 2.]], dtype=float32)
     """
-    data = one_name("sparse_matmul", ("data", data), ("weight", weight))
-    x = jnp.asarray(x)
+    (data, w_unit), (x, x_unit) = split(one_name("sparse_matmul", ("data", data), ("weight", weight))), split(x)
+    x, unit = jnp.asarray(x), x_unit * w_unit
     if sparse_mat is not None:
         if rows is not None or cols is not None or n_out is not None:
             raise ValueError(
@@ -209,5 +210,5 @@ def sparse_matmul(
         raise ValueError(f"sparse_matmul: argument 'bias' must have shape ({n_out},); got {jnp.shape(bias)}")
     y = _sparse_op(x, data, jnp.asarray(rows_np, jnp.int32), jnp.asarray(cols_np, jnp.int32), int(n_out))
     if bias is not None:
-        y = y + element_wise(jnp.asarray(bias), bias_fn)
-    return y
+        y = y + element_wise(jnp.asarray(in_unit("sparse_matmul", "bias", bias, unit)), bias_fn)
+    return attach(y, unit)

@@ -28,13 +28,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from disttrace import distributed as dd
 from disttrace.train._nonfinite import check_policy, finite_flags, guard
 from disttrace.train._state import TrainState
+from disttrace.units import loss_mantissa
 
 __all__ = ["apply_gradients", "make_train_step", "train_step"]
 
@@ -90,7 +90,7 @@ def train_step(
     learner_state, out, grads = learner.step(state.learner_state, state.params, x, y)
     if grad_shardings is not None:
         grads = jax.lax.with_sharding_constraint(grads, grad_shardings)
-    loss = jnp.asarray(learner.loss_fn(out, y))
+    loss = loss_mantissa(learner.loss_fn(out, y))
     new = apply_gradients(optimizer, state, grads)._replace(learner_state=learner_state)
     if limit:
         new = guard(state, new, finite_flags(x, y, loss, grads), limit)
