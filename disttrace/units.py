@@ -42,6 +42,7 @@ import jax.numpy as jnp
 
 __all__ = [
     "UNITLESS",
+    "as_array",
     "attach",
     "conform",
     "grad_units",
@@ -64,6 +65,12 @@ def _is_quantity(x) -> bool:
 def unit_of(x) -> u.Unit:
     """The unit of ``x``: a quantity's, ``UNITLESS`` for anything else."""
     return x.unit if _is_quantity(x) else UNITLESS
+
+
+def as_array(x):
+    """``x`` as a JAX array, or as a quantity of JAX arrays when it is a quantity
+    (``jnp.asarray`` refuses quantities that are not dimensionless)."""
+    return u.Quantity(jnp.asarray(x.mantissa), unit=x.unit) if _is_quantity(x) else jnp.asarray(x)
 
 
 def split(x) -> tuple[Any, u.Unit]:

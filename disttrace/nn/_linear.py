@@ -24,6 +24,7 @@ import numpy as np
 
 from disttrace.nn import _validation as check
 from disttrace.ops import element_wise, grouped_matmul, matmul, sparse_matmul
+from disttrace.units import as_array
 
 __all__ = ["GroupedLinear", "Linear", "ScaledWSLinear", "SignedWLinear", "SparseLinear", "weight_standardization"]
 
@@ -114,7 +115,7 @@ class Linear(brainstate.nn.Module):
         return w if self.w_mask is None else w * self.w_mask
 
     def update(self, x):
-        x = jnp.asarray(x)
+        x = as_array(x)
         check.features(type(self).__name__, x, self.n_inputs)
         params = self.weight.value
         w = self._effective_weight(params)
@@ -162,9 +163,9 @@ class SignedWLinear(brainstate.nn.Module):
         self.weight = param_type(w)
 
     def update(self, x):
-        x = jnp.asarray(x)
+        x = as_array(x)
         check.features("SignedWLinear", x, self.n_inputs)
-        w = jnp.abs(self.weight.value)
+        w = u.math.abs(self.weight.value)
         if self.w_sign is not None:
             w = w * self.w_sign
         return _apply_2d(lambda v: matmul(v, w), x, self.n_inputs)
@@ -273,13 +274,13 @@ class SparseLinear(brainstate.nn.Module):
         self.in_size, self.out_size = (n_in,), (n_out,)
         self.n_inputs, self.n_outputs = n_in, n_out
         self.rows, self.cols = rows.astype(np.int32), cols.astype(np.int32)
-        value = {"weight": jnp.asarray(spar_mat.data)}
+        value = {"weight": as_array(spar_mat.data)}  # keeps a unit-ful matrix's unit
         if b_init is not None:
             value["bias"] = _init().param(b_init, (n_out,))
         self.weight = param_type(value)
 
     def update(self, x):
-        x = jnp.asarray(x)
+        x = as_array(x)
         check.features("SparseLinear", x, self.n_inputs)
         params = self.weight.value
 
@@ -336,7 +337,7 @@ class GroupedLinear(brainstate.nn.Module):
         self.weight = param_type(value)
 
     def update(self, x):
-        x = jnp.asarray(x)
+        x = as_array(x)
         if x.shape[-2:] != (self.num_groups, self.in_features):
             raise ValueError(
                 f"GroupedLinear: argument 'x' must have shape (..., {self.num_groups}, {self.in_features}); "
