@@ -325,7 +325,7 @@ class GroupedLinear(brainstate.nn.Module):
         if callable(w_init):  # an initializer: drawn per group, each block its own fan-in
             weight = jnp.stack([init.param(w_init, (i, o)) for _ in range(g)])
         else:  # an array: the whole (G, I, O) weight (as braintrace)
-            weight = jnp.asarray(w_init)
+            weight = as_array(w_init)
             if weight.shape != (g, i, o):
                 raise ValueError(
                     f"GroupedLinear: argument 'w_init' as an array must have shape (num_groups, in_features, "

@@ -13,17 +13,20 @@ import pytest
 import disttrace as dt
 from disttrace.testing import EXACT_F64_ATOL
 
-T, B, I, O = 8, 2, 3, 4
-ROWS, COLS = jnp.array([0, 1, 2, 2]), jnp.array([1, 2, 3, 0])
+T, B, N_IN, N_OUT = 8, 2, 6, 4
+ROWS, COLS = jnp.array([0, 1, 2, 5]), jnp.array([1, 2, 3, 0])
+
 
 LAYERS = {
-    "Linear": lambda: dt.nn.Linear(I, O, w_init=brainstate.random.randn(I, O) * u.mS, b_init=jnp.ones(O) * u.uA),
-    "SignedWLinear": lambda: dt.nn.SignedWLinear(I, O, w_init=brainstate.random.randn(I, O) * u.mS),
+    "Linear": lambda: dt.nn.Linear(N_IN, N_OUT, w_init=brainstate.random.randn(N_IN, N_OUT) * u.mS, b_init=jnp.ones(N_OUT) * u.uA),
+    "SignedWLinear": lambda: dt.nn.SignedWLinear(N_IN, N_OUT, w_init=brainstate.random.randn(N_IN, N_OUT) * u.mS),
+    "GroupedLinear": lambda: dt.nn.GroupedLinear(  # (B, 2, 3) -> (B, 2, 2): hidden (B, 2, 2)
+        2, 3, 2, w_init=brainstate.random.randn(2, 3, 2) * u.mS, b_init=jnp.ones((2, 2)) * u.uA),
     "SparseLinear_brainunit": lambda: dt.nn.SparseLinear(
-        u.sparse.COO((brainstate.random.randn(4) * u.mS, ROWS, COLS), shape=(I, O)), b_init=jnp.ones(O) * u.nA
+        u.sparse.COO((brainstate.random.randn(4) * u.mS, ROWS, COLS), shape=(N_IN, N_OUT)), b_init=jnp.ones(N_OUT) * u.nA
     ),
     "SparseLinear_brainevent": lambda: dt.nn.SparseLinear(
-        brainevent.CSR.fromdense(jnp.array([[0.0, 0.5, 0.0, 0.0], [0.0, 0.0, -0.7, 0.0], [0.3, 0.0, 0.0, 0.9]]) * u.mS)
+        brainevent.CSR.fromdense(jnp.array([[0.0, 0.5, 0.0, 0.0], [0.0, 0.0, -0.7, 0.0], [0.3, 0.0, 0.0, 0.9]] * 2) * u.mS)
     ),
 }
 
@@ -34,11 +37,13 @@ class Leaky(brainstate.nn.Module):
         self.proj = layer
 
     def init_state(self, batch_size=None, **kwargs):
-        self.h = brainstate.HiddenState(jnp.zeros((batch_size, O)) * u.uA)
+        self.h = brainstate.HiddenState(jnp.zeros((batch_size, *self.proj.out_size[-2:])) * u.uA)
 
     def update(self, x):
+        if isinstance(self.proj, dt.nn.GroupedLinear):
+            x = x.reshape((x.shape[0], 2, 3))
         self.h.value = 0.9 * self.h.value + self.proj(x)
-        return jnp.tanh(self.h.value / u.uA)
+        return jnp.tanh(self.h.value / u.uA).reshape((x.shape[0], N_OUT))
 
 
 def _grads(name, algorithm, xs, ys):
@@ -56,9 +61,11 @@ def _leaves(tree):
 @pytest.mark.parametrize("name", sorted(LAYERS))
 def test_unit_ful_layer_learns_online_exactly(x64, name):
     brainstate.random.seed(0)
-    assert u.get_unit(LAYERS[name]()(jnp.ones((B, I)) * u.mV)) == u.uA
-    xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, I)) * u.mV
-    ys = jax.random.normal(jax.random.PRNGKey(2), (T, B, O))
+    layer = LAYERS[name]()
+    x = jnp.ones((B, 2, 3) if name == "GroupedLinear" else (B, N_IN)) * u.mV
+    assert u.get_unit(layer(x)) == u.uA
+    xs = jax.random.normal(jax.random.PRNGKey(1), (T, B, N_IN)) * u.mV
+    ys = jax.random.normal(jax.random.PRNGKey(2), (T, B, N_OUT))
     ref, got = _grads(name, dt.BPTT, xs, ys), _grads(name, dt.D_RTRL, xs, ys)
     for g, r in zip(_leaves(got), _leaves(ref)):
         assert u.get_unit(g) == u.get_unit(r)
