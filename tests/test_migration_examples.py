@@ -48,6 +48,7 @@ PROGRAMS = {
     "braintrace_rnn_d_rtrl.py": r"first loss ([\d.]+) -> final loss ([\d.]+)",
     "braintrace_snn_pp_prop.py": r"first loss ([\d.]+) -> final loss ([\d.]+)",
     "braintrace_multistep.py": r"held-out loss ([\d.]+) -> ([\d.]+)",
+    "braintrace_units_lif.py": r"first loss ([\d.]+) -> final loss ([\d.]+)",
 }
 
 
