@@ -12,6 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from disttrace.algorithms._factors import loss_fn_loss_of, run_loss_of
 from disttrace.algorithms._learner import Learner
 from disttrace.compiler import run_step
 from disttrace.units import loss_mantissa
@@ -54,26 +55,13 @@ class BPTTLearner(Learner):
     def _step_loss(self, loss_of, theta, state: BPTTState, seq_t):
         hidden = [state.hidden[p] for p in self.graph.hidden_paths]
         aux_leaves = jax.tree.leaves(state.aux)
-        box = {}
-
-        def call(*args):
-            if box:
-                raise ValueError("step_fn must call the learner exactly once per step; it called it twice")
-            leaves, tree = jax.tree.flatten(args)
-            self._validate_args(leaves, tree)
-            out, h_new, a_new, _ = run_step(self.graph, theta, hidden, aux_leaves, leaves)
-            box.update(hidden=h_new, aux=a_new, out=out)
-            return jax.tree.unflatten(self.graph.out_tree, out)
-
-        loss = loss_of(call, *seq_t)
-        if not box:
-            raise ValueError("step_fn must call the learner exactly once per step; it never called it")
+        loss, s = run_loss_of(self.graph, loss_of, seq_t, self._validate_args, theta, hidden, aux_leaves)
         new = BPTTState(
-            dict(zip(self.graph.hidden_paths, box["hidden"])),
-            jax.tree.unflatten(self.graph.aux_tree, box["aux"]),
+            dict(zip(self.graph.hidden_paths, s.hidden)),
+            jax.tree.unflatten(self.graph.aux_tree, s.aux),
             state.t + 1,
         )
-        return loss_mantissa(loss), new, jax.tree.unflatten(self.graph.out_tree, box["out"])
+        return loss_mantissa(loss), new, jax.tree.unflatten(self.graph.out_tree, s.out)
 
     def _effective_chunk(self, chunk_size):
         return None  # accepted and ignored: BPTT unrolls the whole sequence
@@ -101,10 +89,8 @@ class BPTTLearner(Learner):
 
         (Full BPTT needs the whole sequence: use :meth:`etrace_grad`.)
         """
-        if self.loss_fn is None:
-            raise ValueError("step: this learner has no loss_fn; pass loss_fn=... to disttrace.compile")
+        loss_of = loss_fn_loss_of(self.loss_fn)
         theta = self._param_leaves(params)
-        loss_of = lambda call, x_, y_: self.loss_fn(call(x_), y_)
 
         def f(th):
             loss, new, out = self._step_loss(loss_of, th, state, (x, y))

@@ -28,7 +28,9 @@ before a reset.
 the cut JVPs along every direction at once (:func:`_cut_jvps`), reading the Jacobian
 blocks and ``g`` out of them (:func:`_blocks`), the partial ``δ^new`` of multi-state
 groups (:func:`_partial_delta_new`), and the two bypass signals
-(:func:`_delta_bypass`, :func:`_y_bypass`).
+(:func:`_delta_bypass`, :func:`_y_bypass`). Each forward pass runs the model step
+through :func:`run_loss_of` (``loss_of(call, *seq_t)``, ``call`` running the step
+exactly once), which the RTRL and BPTT learners share.
 """
 
 from __future__ import annotations
@@ -130,6 +132,70 @@ def step_factors(
 
 
 # ---- the model step as the loss sees it -------------------------------------------------
+class StepCall(NamedTuple):
+    """What the one model step inside ``loss_of`` computed (flat leaves, graph order)."""
+
+    out: list  # model output leaves
+    hidden: list  # new hidden values
+    aux: list  # new aux leaves
+    records: dict  # op -> operands
+    args: list  # the argument leaves the model was called with
+
+
+def run_loss_of(
+    graph: ETraceGraph, loss_of: Callable, seq_t: tuple, validate_args: Callable[[list, Any], None],
+    theta: list, hidden: list, aux_leaves: list, **run_options,
+) -> tuple[Any, StepCall]:
+    """``loss_of(call, *seq_t)``, where ``call(*args)`` runs one model step and returns
+    its output pytree: the one place every learner (online, RTRL, BPTT) turns a
+    ``step_fn`` into a model step.
+
+    Args:
+      graph: the compiled graph.
+      loss_of: ``loss_of(call, *seq_t) -> loss``; it must call ``call`` exactly once.
+      seq_t: this step's slice of the sequences.
+      validate_args: checks the leaves/treedef ``call`` is called with.
+      theta, hidden, aux_leaves: parameter leaves, previous hidden values, aux leaves
+        (flat, graph order).
+      run_options: passed on to ``compiler.run_step`` (perturbations, cuts, held weights).
+
+    Returns:
+      ``(loss, StepCall)``: the loss as ``loss_of`` returned it (units not stripped) and
+      what the step computed.
+
+    Raises:
+      ValueError: if ``loss_of`` calls ``call`` twice or never, or (from
+        ``validate_args``) with inputs of the wrong structure or shape.
+    """
+    box: dict[str, StepCall] = {}
+
+    def call(*args):
+        if box:
+            raise ValueError("step_fn must call the learner exactly once per step; it called it twice")
+        arg_leaves, arg_tree = jax.tree.flatten(args)
+        validate_args(arg_leaves, arg_tree)
+        out, h_new, a_new, records = run_step(graph, theta, hidden, aux_leaves, arg_leaves, **run_options)
+        box["step"] = StepCall(out, h_new, a_new, records, arg_leaves)
+        return jax.tree.unflatten(graph.out_tree, out)
+
+    loss = loss_of(call, *seq_t)
+    if not box:
+        raise ValueError("step_fn must call the learner exactly once per step; it never called it")
+    return loss, box["step"]
+
+
+def loss_fn_loss_of(loss_fn: Callable | None) -> Callable:
+    """The ``loss_of`` of a learner's pure ``step(state, params, x, y)``:
+    ``(call, x, y) -> loss_fn(call(x), y)``.
+
+    Raises:
+      ValueError: if ``loss_fn`` is None (the learner was compiled without one).
+    """
+    if loss_fn is None:
+        raise ValueError("step: this learner has no loss_fn; pass loss_fn=... to disttrace.compile")
+    return lambda call, x, y: loss_fn(call(x), y)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Forward:
     """``loss_of`` around one model step: ``(loss, h_new), (aux_new, operands, args, out)``.
@@ -146,27 +212,14 @@ class _Forward:
     stop_weights: frozenset
 
     def __call__(self, theta, h_prev, p_new, detach=False, perturb=None):
-        box: dict[str, Any] = {}
-
-        def call(*args):
-            if box:
-                raise ValueError("step_fn must call the learner exactly once per step; it called it twice")
-            arg_leaves, arg_tree = jax.tree.flatten(args)
-            self.validate_args(arg_leaves, arg_tree)
-            out, h_new, a_new, records = run_step(
-                self.graph, theta, h_prev, self.aux_leaves, arg_leaves, stop_weights=self.stop_weights,
-                hidden_perturb=p_new, detach_hidden=detach, perturb=perturb,
-            )
-            box.update(hidden=h_new, aux=a_new, records=records, args=arg_leaves, out=out)
-            return jax.tree.unflatten(self.graph.out_tree, out)
-
-        loss = self.loss_of(call, *self.seq_t)
-        if not box:
-            raise ValueError("step_fn must call the learner exactly once per step; it never called it")
+        loss, s = run_loss_of(
+            self.graph, self.loss_of, self.seq_t, self.validate_args, theta, h_prev, self.aux_leaves,
+            stop_weights=self.stop_weights, hidden_perturb=p_new, detach_hidden=detach, perturb=perturb,
+        )
         loss = loss_mantissa(loss)
         if loss.shape != ():
             raise ValueError(f"step_fn must return a scalar loss; got shape {loss.shape}")
-        return (loss, box["hidden"]), (box["aux"], box["records"], box["args"], box["out"])
+        return (loss, s.hidden), (s.aux, s.records, s.args, s.out)
 
 
 # ---- phase 1: the spatial VJP ------------------------------------------------------------

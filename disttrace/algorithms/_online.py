@@ -22,7 +22,7 @@ import brainstate
 import jax
 import jax.numpy as jnp
 
-from disttrace.algorithms._factors import StepFactors, step_factors
+from disttrace.algorithms._factors import StepFactors, loss_fn_loss_of, step_factors
 from disttrace.algorithms._fn_cache import function_key
 from disttrace.algorithms._learner import Learner
 from disttrace.algorithms._rule import LearningRule, OpFactors, tree_add
@@ -362,10 +362,8 @@ class OnlineLearner(Learner):
         Raises:
           ValueError: if the learner has no ``loss_fn`` or the inputs do not match.
         """
-        if self.loss_fn is None:
-            raise ValueError("step: this learner has no loss_fn; pass loss_fn=... to disttrace.compile")
+        loss_of = loss_fn_loss_of(self.loss_fn)
         theta = self._param_leaves(params)
-        loss_of = lambda call, x_, y_: self.loss_fn(call(x_), y_)
         f = self._factors(loss_of, theta, state, (x, y))
         traces, tgrads, _ = self._apply(f, state)
         new_state = self._advance(f, state, traces)

@@ -59,6 +59,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from disttrace.algorithms._factors import loss_fn_loss_of, run_loss_of
 from disttrace.algorithms._learner import Learner
 from disttrace.checks import non_negative_int, path_str
 from disttrace.compiler import DiagnosticKind, run_step
@@ -250,21 +251,8 @@ class RTRLLearner(Learner):
         aux_leaves = jax.tree.leaves(state.aux)
 
         def f(th, h):
-            box = {}
-
-            def call(*args):
-                if box:
-                    raise ValueError("step_fn must call the learner exactly once per step; it called it twice")
-                leaves, tree = jax.tree.flatten(args)
-                self._validate_args(leaves, tree)
-                out, h_new, a_new, _ = run_step(self.graph, th, h, aux_leaves, leaves)
-                box.update(hidden=h_new, aux=a_new, out=out, args=leaves)
-                return jax.tree.unflatten(self.graph.out_tree, out)
-
-            loss = loss_of(call, *seq_t)
-            if not box:
-                raise ValueError("step_fn must call the learner exactly once per step; it never called it")
-            return loss_mantissa(loss), (box["hidden"], box["aux"], box["out"], box["args"])
+            loss, s = run_loss_of(self.graph, loss_of, seq_t, self._validate_args, th, h, aux_leaves)
+            return loss_mantissa(loss), (s.hidden, s.aux, s.out, s.args)
 
         if with_grad:
             loss, vjp, (h_new, a_new, out, args) = jax.vjp(f, list(theta), hidden, has_aux=True)
@@ -309,10 +297,8 @@ class RTRLLearner(Learner):
         Raises:
           ValueError: if the learner has no ``loss_fn`` or the inputs do not match.
         """
-        if self.loss_fn is None:
-            raise ValueError("step: this learner has no loss_fn; pass loss_fn=... to disttrace.compile")
+        loss_of = loss_fn_loss_of(self.loss_fn)
         theta = self._param_leaves(params)
-        loss_of = lambda call, x_, y_: self.loss_fn(call(x_), y_)
         new, _, out, grads = self._one_step(loss_of, theta, state, (x, y))
         return new, out, self._grads_tree(grads)
 

@@ -280,7 +280,29 @@ class ValinaRNNCell(_Cell):
         return self.h.value
 
 
-class GRUCell(_Cell):
+class _GRUStyle(_Cell):
+    """The update shared by GRUCell and MGUCell (MGU is a GRU whose reset and update gates
+    are one gate, Zhou et al. 2016):
+
+    .. math::
+        \\tilde h = φ([x_t, r ∘ h_{t-1}] W_h + b_h),\\quad h_t = (1 - z) ∘ h_{t-1} + z ∘ \\tilde h
+
+    A subclass builds ``Wh`` (I+N, N) and ``activation`` and defines ``_gates([x_t, h_{t-1}])
+    -> (r, z)``, each (B, N) or (N,).
+    """
+
+    def _gates(self, xh) -> tuple:
+        raise NotImplementedError
+
+    def update(self, x):
+        x, h = self._check_x(x), self.h.value
+        r, z = self._gates(jnp.concatenate([x, h], axis=-1))
+        cand = self.activation(self.Wh(jnp.concatenate([x, r * h], axis=-1)))
+        self.h.value = (1.0 - z) * h + z * cand
+        return self.h.value
+
+
+class GRUCell(_GRUStyle):
     """Gated recurrent unit (Cho et al. 2014, arXiv:1406.1078) as brainstate's ``GRUCell``.
 
     .. math::
@@ -333,15 +355,12 @@ class GRUCell(_Cell):
     Wr = _gate("Wrz", 0, "Wr")
     Wz = _gate("Wrz", 1, "Wz")
 
-    def update(self, x):
-        x, h = self._check_x(x), self.h.value
-        r, z = (jax.nn.sigmoid(a) for a in _blocks(self.Wrz, jnp.concatenate([x, h], axis=-1), self.num_out, 2))
-        cand = self.activation(self.Wh(jnp.concatenate([x, r * h], axis=-1)))
-        self.h.value = (1.0 - z) * h + z * cand
-        return self.h.value
+    def _gates(self, xh) -> tuple:
+        r, z = (jax.nn.sigmoid(a) for a in _blocks(self.Wrz, xh, self.num_out, 2))
+        return r, z
 
 
-class MGUCell(_Cell):
+class MGUCell(_GRUStyle):
     """Minimal gated unit (Zhou et al. 2016, arXiv:1603.09420) as brainstate's ``MGUCell``.
 
     .. math::
@@ -377,15 +396,41 @@ class MGUCell(_Cell):
         self.Wf = self._linear(n_xh, self.num_out, w_init, b_init)
         self.Wh = self._linear(n_xh, self.num_out, w_init, b_init)
 
+    def _gates(self, xh) -> tuple:
+        f = jax.nn.sigmoid(self.Wf(xh))
+        return f, f
+
+
+class _LSTMStyle(_Cell):
+    """What LSTMCell and URLSTMCell share: states ``c``, ``h`` (one 2-state hidden group), a
+    fused ``W`` (I+N, 4N) applied as four gate ops (the last one the output gate ``o``), and
+
+    .. math::
+        h_t = σ(o) ∘ φ(c_t).
+
+    A subclass defines ``_memory(a, b, d) -> c_t`` (B, N) or (N,) from the first three gate
+    pre-activations, reading ``c_{t-1}`` from ``self.c``.
+    """
+
+    _state_names = ("c", "h")
+
+    def __init__(self, in_size, out_size, w_init, b_init, state_init, activation, name):
+        super().__init__(in_size, out_size, state_init, name)
+        self.activation = _activation(type(self).__name__, activation)
+        self.W = self._linear(self.num_in + self.num_out, 4 * self.num_out, w_init, b_init)
+
+    def _memory(self, a, b, d):
+        raise NotImplementedError
+
     def update(self, x):
-        x, h = self._check_x(x), self.h.value
-        f = jax.nn.sigmoid(self.Wf(jnp.concatenate([x, h], axis=-1)))
-        cand = self.activation(self.Wh(jnp.concatenate([x, f * h], axis=-1)))
-        self.h.value = (1.0 - f) * h + f * cand
+        a, b, d, o = _blocks(self.W, self._xh(x), self.num_out, 4)
+        c = self._memory(a, b, d)
+        self.c.value = c
+        self.h.value = jax.nn.sigmoid(o) * self.activation(c)
         return self.h.value
 
 
-class LSTMCell(_Cell):
+class LSTMCell(_LSTMStyle):
     """Long short-term memory (Zaremba et al. 2014) as brainstate's ``LSTMCell``.
 
     .. math::
@@ -417,8 +462,6 @@ class LSTMCell(_Cell):
       (2, 4)
     """
 
-    _state_names = ("c", "h")
-
     def __init__(
         self,
         in_size: int,
@@ -429,21 +472,15 @@ class LSTMCell(_Cell):
         activation: str | Callable = "tanh",
         name: str | None = None,
     ):
-        super().__init__(in_size, out_size, state_init, name)
-        self.activation = _activation("LSTMCell", activation)
-        self.W = self._linear(self.num_in + self.num_out, 4 * self.num_out, w_init, b_init)
+        super().__init__(in_size, out_size, w_init, b_init, state_init, activation, name)
 
     Wi = _gate("W", 0, "Wi")
     Wg = _gate("W", 1, "Wg")
     Wf = _gate("W", 2, "Wf")
     Wo = _gate("W", 3, "Wo")
 
-    def update(self, x):
-        i, g, f, o = _blocks(self.W, self._xh(x), self.num_out, 4)
-        c = jax.nn.sigmoid(f + 1.0) * self.c.value + jax.nn.sigmoid(i) * self.activation(g)
-        self.c.value = c
-        self.h.value = jax.nn.sigmoid(o) * self.activation(c)
-        return self.h.value
+    def _memory(self, i, g, f):
+        return jax.nn.sigmoid(f + 1.0) * self.c.value + jax.nn.sigmoid(i) * self.activation(g)
 
 
 def _logit_uniform(n: int):
@@ -453,7 +490,7 @@ def _logit_uniform(n: int):
     return -jnp.log(1.0 / u - 1.0)
 
 
-class URLSTMCell(_Cell):
+class URLSTMCell(_LSTMStyle):
     """LSTM with uniform-initialised, untied forget/retention gates (Gu et al. 2020,
     "Improving the Gating Mechanism of Recurrent Neural Networks") as brainstate's
     ``URLSTMCell``.
@@ -489,8 +526,6 @@ class URLSTMCell(_Cell):
       (2, 4)
     """
 
-    _state_names = ("c", "h")
-
     def __init__(
         self,
         in_size: int,
@@ -500,9 +535,7 @@ class URLSTMCell(_Cell):
         activation: str | Callable = "tanh",
         name: str | None = None,
     ):
-        super().__init__(in_size, out_size, state_init, name)
-        self.activation = _activation("URLSTMCell", activation)
-        self.W = self._linear(self.num_in + self.num_out, 4 * self.num_out, w_init, None)
+        super().__init__(in_size, out_size, w_init, None, state_init, activation, name)
         self.bias = brainstate.ParamState(_logit_uniform(self.num_out))
 
     Wf = _gate("W", 0, "Wf")
@@ -510,15 +543,11 @@ class URLSTMCell(_Cell):
     Wu = _gate("W", 2, "Wu")
     Wo = _gate("W", 3, "Wo")
 
-    def update(self, x):
-        f, r, u, o = _blocks(self.W, self._xh(x), self.num_out, 4)
+    def _memory(self, f, r, u):
         b = element_wise(self.bias.value)
         f_gate, r_gate = jax.nn.sigmoid(f + b), jax.nn.sigmoid(r - b)
         g = 2.0 * r_gate * f_gate + (1.0 - 2.0 * r_gate) * f_gate**2
-        c = g * self.c.value + (1.0 - g) * self.activation(u)
-        self.c.value = c
-        self.h.value = jax.nn.sigmoid(o) * self.activation(c)
-        return self.h.value
+        return g * self.c.value + (1.0 - g) * self.activation(u)
 
 
 class MinimalRNNCell(_Cell):

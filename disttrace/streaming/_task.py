@@ -19,8 +19,6 @@ int); the partitions of a source move together.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,30 +26,11 @@ import numpy as np
 from disttrace import checks
 from disttrace.streaming._partitions import lockstep_offset, offsets_for, rows_per_partition, served_partitions
 from disttrace.streaming._source import Batch, fingerprint_of
-from disttrace.tasks import per_step_targets
+from disttrace.tasks import per_step_targets, trial_sampler
 
 __all__ = ["TaskStream"]
 
 _MAX_FOLD = 2**32  # fold_in takes a uint32
-
-
-@functools.lru_cache(maxsize=32)
-def _sampler(task, rows: int):
-    """``(key, partition, index) -> task.sample(fold_in(fold_in(key, partition), index), rows)``,
-    jitted once per (task, rows) and shared by every stream of the process (a compile
-    takes seconds; a stream is often rebuilt, e.g. on each restart)."""
-
-    def trial(key, partition, index):
-        return task.sample(jax.random.fold_in(jax.random.fold_in(key, partition), index), rows)
-
-    return jax.jit(trial)
-
-
-def _compiled(task, rows: int):
-    try:
-        return _sampler(task, rows)
-    except TypeError:  # an unhashable task: compiled for this use alone
-        return _sampler.__wrapped__(task, rows)
 
 
 def _per_step(leaf: np.ndarray, partition_leaves: list[np.ndarray], t: int) -> np.ndarray:
@@ -113,7 +92,7 @@ class TaskStream:
         self.partitions = served_partitions(who, partitions, num_partitions)
         self.seed = checks.non_negative_int(who, "seed", seed)
         self._key = jax.random.PRNGKey(self.seed)
-        self._trial = _compiled(task, self.rows)
+        self._trial = trial_sampler(task, self.rows)
         self._step = 0
         self._cache: dict[int, tuple[int, np.ndarray, np.ndarray, np.ndarray]] = {}
 
@@ -180,7 +159,7 @@ class TaskStream:
         batch = checks.positive_int("TaskStream.held_out", "batch", batch)
         seed = checks.non_negative_int("TaskStream.held_out", "seed", seed)
         # the stream folds partitions < P into the key; held-out trials take "partition" 2**32-1
-        xs, labels, mask = _compiled(self.task, batch)(self._key, np.uint32(_MAX_FOLD - 1), np.uint32(seed))
+        xs, labels, mask = trial_sampler(self.task, batch)(self._key, np.uint32(_MAX_FOLD - 1), np.uint32(seed))
         return jnp.asarray(xs), jnp.asarray(labels), jnp.asarray(mask)
 
     def close(self) -> None:

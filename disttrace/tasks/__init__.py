@@ -22,6 +22,7 @@ from disttrace.tasks._integrator import Integrator as Integrator
 from disttrace.tasks._trial_task import TrialStream as TrialStream
 from disttrace.tasks._trial_task import TrialTask as TrialTask
 from disttrace.tasks._trial_task import per_step_targets as per_step_targets
+from disttrace.tasks._trial_task import trial_sampler as trial_sampler
 
 __all__ = [
     "CopyTask",
@@ -32,4 +33,5 @@ __all__ = [
     "TrialStream",
     "TrialTask",
     "per_step_targets",
+    "trial_sampler",
 ]

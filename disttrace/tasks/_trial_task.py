@@ -24,6 +24,9 @@ rest from those alone:
   ``TaskStream(task, ..., seed=seed).held_out(batch)``);
 - :meth:`TrialTask.metric`: accuracy for classification, masked MSE for regression.
 
+Both streams and both held-out sets draw through :func:`trial_sampler`, the jitted key
+schedule ``(key, partition, index) -> sample(fold_in(fold_in(key, partition), index))``.
+
 Why whole trials from one key: a step is found again by regenerating one trial (O(1) to
 seek), and the data of a partition does not depend on which other partitions exist.
 """
@@ -38,7 +41,7 @@ import numpy as np
 
 from disttrace import checks
 
-__all__ = ["TrialStream", "TrialTask", "per_step_targets"]
+__all__ = ["TrialStream", "TrialTask", "per_step_targets", "trial_sampler"]
 
 KINDS = ("classification", "regression")
 _MAX_FOLD = 2**32  # fold_in takes a uint32; PRNGKey keeps the low 32 bits of a seed without x64
@@ -48,20 +51,41 @@ _HELD_OUT_INDEX = 1  # TaskStream.held_out's default set
 
 @functools.lru_cache(maxsize=64)
 def _sampler(task, rows: int):
-    """``(key, partition, index) -> task.sample(fold_in(fold_in(key, partition), index), rows)``,
-    jitted once per (task, rows): a stream is often rebuilt (on each seek of a new
-    stream, each restart), a compile takes a while."""
-
     def trial(key, partition, index):
         return task.sample(jax.random.fold_in(jax.random.fold_in(key, partition), index), rows)
 
     return jax.jit(trial)
 
 
-def _compiled(task, rows: int):
+def trial_sampler(task, rows: int):
+    """The key schedule of every stream of trials, jitted: ``(key, partition, index) ->
+    task.sample(fold_in(fold_in(key, partition), index), rows)``.
+
+    :class:`TrialStream`, :meth:`TrialTask.held_out` and ``disttrace.streaming.TaskStream``
+    all draw through it, so their trials agree key for key. It is compiled once per
+    ``(task, rows)`` and shared by the whole process (a stream is often rebuilt — on each
+    seek of a new stream, each restart — and a compile takes a while); an unhashable task
+    is compiled for this call alone.
+
+    Args:
+      task: anything with ``sample(key, batch)``, e.g. a :class:`TrialTask`.
+      rows: the batch B of each draw.
+
+    Returns:
+      ``trial(key, partition, index)``, ``partition`` and ``index`` uint32 scalars, giving
+      ``task.sample``'s ``(xs (T, rows, n_in), targets, mask (T,))`` as jax arrays.
+
+    Example:
+      >>> import jax, numpy as np
+      >>> from disttrace.tasks import DelayedMatchToSample, trial_sampler
+      >>> task = DelayedMatchToSample(delay=2)
+      >>> xs, labels, mask = trial_sampler(task, 4)(jax.random.PRNGKey(0), np.uint32(0), np.uint32(0))
+      >>> xs.shape[1:], labels.shape
+      ((4, 3), (4,))
+    """
     try:
         return _sampler(task, rows)
-    except TypeError:  # an unhashable task: compiled for this use alone
+    except TypeError:  # an unhashable task
         return _sampler.__wrapped__(task, rows)
 
 
@@ -140,7 +164,7 @@ class TrialTask:
         who = f"{type(self).__name__}.held_out"
         batch = checks.positive_int(who, "batch", batch)
         key = jax.random.PRNGKey(_seed(who, seed))
-        return _compiled(self, batch)(key, np.uint32(_HELD_OUT_PARTITION), np.uint32(_HELD_OUT_INDEX))
+        return trial_sampler(self, batch)(key, np.uint32(_HELD_OUT_PARTITION), np.uint32(_HELD_OUT_INDEX))
 
     def metric(self, outputs, targets, mask) -> float:
         """The task's score of a model's outputs on trials from :meth:`sample`.
@@ -240,7 +264,7 @@ class TrialStream:
                 f"set's); got {partition!r}"
             )
         self._key = jax.random.PRNGKey(self.seed)
-        self._trial = _compiled(task, self.batch_size)
+        self._trial = trial_sampler(task, self.batch_size)
         self._length = int(task.length)
         self._step = 0
         self._cached: tuple | None = None  # (trial index, xs, per-step targets)

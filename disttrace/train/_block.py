@@ -27,9 +27,8 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from disttrace import distributed as dd
-from disttrace.train._nonfinite import check_policy
 from disttrace.train._state import TrainState
-from disttrace.train._step import check_step_args, train_step
+from disttrace.train._step import jit_train_steps
 
 __all__ = ["block_shardings", "make_block_step", "shard_block"]
 
@@ -122,21 +121,16 @@ def make_block_step(
       >>> int(state.step), losses.shape
       (5, (5,))
     """
-    check_step_args("make_block_step", learner, rules)
-    check_policy("make_block_step", nonfinite, max_skips)
-    state_sh = rules.state_shardings()
+    return jit_train_steps(
+        "make_block_step", learner, optimizer, rules, _scan, block_shardings,
+        donate=donate, nonfinite=nonfinite, max_skips=max_skips,
+    )
+
+
+def _scan(step: Callable) -> Callable:
+    """``block(state, xs, ys) -> (state, losses (K,))``: ``step`` over the K steps."""
 
     def block(state: TrainState, xs, ys):
-        def body(s, xy):
-            return train_step(
-                learner, optimizer, s, *xy, grad_shardings=state_sh.params, nonfinite=nonfinite, max_skips=max_skips
-            )
+        return jax.lax.scan(lambda s, xy: step(s, *xy), state, (xs, ys))
 
-        return jax.lax.scan(body, state, (xs, ys))
-
-    return jax.jit(
-        block,
-        in_shardings=(state_sh, *block_shardings(rules)),
-        out_shardings=(state_sh, NamedSharding(rules.mesh, PartitionSpec())),
-        donate_argnums=(0,) if donate else (),
-    )
+    return block

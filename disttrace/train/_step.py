@@ -131,10 +131,47 @@ def make_train_step(
       >>> int(state.step), loss.shape
       (1, ())
     """
-    check_step_args("make_train_step", learner, rules)
-    check_policy("make_train_step", nonfinite, max_skips)
+    return jit_train_steps(
+        "make_train_step", learner, optimizer, rules, lambda step: step, lambda r: r.batch_shardings(),
+        donate=donate, nonfinite=nonfinite, max_skips=max_skips,
+    )
+
+
+def jit_train_steps(
+    who: str, learner, optimizer: optax.GradientTransformation, rules: dd.PartitionRules,
+    over: Callable[[Callable], Callable], batch_shardings: Callable[[dd.PartitionRules], tuple], *,
+    donate: bool, nonfinite: str, max_skips: int,
+) -> Callable:
+    """The jitted, sharded runner behind :func:`make_train_step` and
+    ``make_block_step``: ``jax.jit(over(step))``, where ``step(state, x, y) -> (state,
+    loss)`` is :func:`train_step` with the gradients constrained to the parameters'
+    shardings and the non-finite policy applied, so a block's scan body *is* the single
+    step's function.
+
+    Args:
+      who: the caller's name, for messages.
+      learner, optimizer, rules, donate, nonfinite, max_skips: as :func:`make_train_step`.
+      over: ``over(step) -> fn(state, x, y) -> (state, loss)``: the identity for one step,
+        a ``lax.scan`` of ``step`` over K steps for a block (``x``, ``y`` then ``(K, B, ...)``
+        and ``loss`` (K,)).
+      batch_shardings: ``batch_shardings(rules) -> (x sharding, y sharding)`` of ``fn``'s
+        ``x``, ``y``; called after the checks.
+
+    Returns:
+      ``fn`` jitted with the state laid out by ``rules`` in and out (its buffers donated
+      if ``donate``), ``x``/``y`` by ``batch_shardings(rules)``, the loss replicated.
+
+    Raises:
+      ValueError: naming ``who``, if the learner has no ``loss_fn``, ``rules`` is not on a
+        device mesh or has no batch, or on a bad policy argument.
+    """
+    dd.check_rules(who, rules)
+    if getattr(learner, "loss_fn", None) is None:
+        raise ValueError(f"{who}: argument 'learner' has no loss_fn; pass loss_fn=... to disttrace.compile")
+    if rules.batch_tree.num_leaves == 0:
+        raise ValueError(f"{who}: argument 'rules' has no batch; build it with batch=(x, y)")
+    check_policy(who, nonfinite, max_skips)
     state_sh = rules.state_shardings()
-    loss_sh = NamedSharding(rules.mesh, PartitionSpec())
 
     def step(state: TrainState, x, y):
         return train_step(
@@ -142,18 +179,8 @@ def make_train_step(
         )
 
     return jax.jit(
-        step,
-        in_shardings=(state_sh, *rules.batch_shardings()),
-        out_shardings=(state_sh, loss_sh),
+        over(step),
+        in_shardings=(state_sh, *batch_shardings(rules)),
+        out_shardings=(state_sh, NamedSharding(rules.mesh, PartitionSpec())),
         donate_argnums=(0,) if donate else (),
     )
-
-
-def check_step_args(who: str, learner, rules) -> None:
-    """Raises ValueError naming ``who`` unless ``rules`` are on a device mesh with a batch
-    and the learner has a ``loss_fn``."""
-    dd.check_rules(who, rules)
-    if getattr(learner, "loss_fn", None) is None:
-        raise ValueError(f"{who}: argument 'learner' has no loss_fn; pass loss_fn=... to disttrace.compile")
-    if rules.batch_tree.num_leaves == 0:
-        raise ValueError(f"{who}: argument 'rules' has no batch; build it with batch=(x, y)")
