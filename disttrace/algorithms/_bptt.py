@@ -15,7 +15,6 @@ import jax.numpy as jnp
 from disttrace.algorithms._factors import loss_fn_loss_of, run_loss_of
 from disttrace.algorithms._learner import Learner
 from disttrace.compiler import run_step
-from disttrace.units import loss_mantissa
 
 __all__ = ["BPTT", "BPTTLearner", "BPTTState"]
 
@@ -61,7 +60,7 @@ class BPTTLearner(Learner):
             jax.tree.unflatten(self.graph.aux_tree, s.aux),
             state.t + 1,
         )
-        return loss_mantissa(loss), new, jax.tree.unflatten(self.graph.out_tree, s.out)
+        return loss, new, jax.tree.unflatten(self.graph.out_tree, s.out)
 
     def _effective_chunk(self, chunk_size):
         return None  # accepted and ignored: BPTT unrolls the whole sequence

@@ -160,12 +160,13 @@ def run_loss_of(
       run_options: passed on to ``compiler.run_step`` (perturbations, cuts, held weights).
 
     Returns:
-      ``(loss, StepCall)``: the loss as ``loss_of`` returned it (units not stripped) and
-      what the step computed.
+      ``(loss, StepCall)``: the loss, a scalar array (a quantity's mantissa), and what
+      the step computed.
 
     Raises:
-      ValueError: if ``loss_of`` calls ``call`` twice or never, or (from
-        ``validate_args``) with inputs of the wrong structure or shape.
+      ValueError: if ``loss_of`` calls ``call`` twice or never, returns a loss that is
+        not a scalar, or (from ``validate_args``) calls it with inputs of the wrong
+        structure or shape.
     """
     box: dict[str, StepCall] = {}
 
@@ -181,6 +182,9 @@ def run_loss_of(
     loss = loss_of(call, *seq_t)
     if not box:
         raise ValueError("step_fn must call the learner exactly once per step; it never called it")
+    loss = loss_mantissa(loss)
+    if loss.shape != ():
+        raise ValueError(f"step_fn must return a scalar loss; got shape {loss.shape}")
     return loss, box["step"]
 
 
@@ -216,9 +220,6 @@ class _Forward:
             self.graph, self.loss_of, self.seq_t, self.validate_args, theta, h_prev, self.aux_leaves,
             stop_weights=self.stop_weights, hidden_perturb=p_new, detach_hidden=detach, perturb=perturb,
         )
-        loss = loss_mantissa(loss)
-        if loss.shape != ():
-            raise ValueError(f"step_fn must return a scalar loss; got shape {loss.shape}")
         return (loss, s.hidden), (s.aux, s.records, s.args, s.out)
 
 

@@ -63,7 +63,6 @@ from disttrace.algorithms._factors import loss_fn_loss_of, run_loss_of
 from disttrace.algorithms._learner import Learner
 from disttrace.checks import non_negative_int, path_str
 from disttrace.compiler import DiagnosticKind, run_step
-from disttrace.units import loss_mantissa
 
 __all__ = ["RTRL", "RTRLLearner", "RTRLState", "influence_leaves"]
 
@@ -252,7 +251,7 @@ class RTRLLearner(Learner):
 
         def f(th, h):
             loss, s = run_loss_of(self.graph, loss_of, seq_t, self._validate_args, th, h, aux_leaves)
-            return loss_mantissa(loss), (s.hidden, s.aux, s.out, s.args)
+            return loss, (s.hidden, s.aux, s.out, s.args)
 
         if with_grad:
             loss, vjp, (h_new, a_new, out, args) = jax.vjp(f, list(theta), hidden, has_aux=True)

@@ -34,3 +34,10 @@ def test_wrong_example_shape_in_compile_is_one_line():
     msg = str(info.value)
     assert len(msg.splitlines()) == 1, msg
     assert "float32[2, 5]" in msg and "(B, 3)" in msg and "got (2, 5)" in msg
+
+
+@pytest.mark.parametrize("algo", [dt.D_RTRL, dt.ES_D_RTRL, dt.BPTT, dt.RTRL])
+def test_non_scalar_loss_is_refused_by_every_learner(algo):
+    learner = dt.compile(_net(), algo, jnp.zeros((B, 3)), batch_size=B)
+    with pytest.raises(ValueError, match=r"step_fn must return a scalar loss; got shape \(2, 2\)"):
+        learner.etrace_grad(jnp.zeros((4, B, 3)), step_fn=lambda x: learner(x))
