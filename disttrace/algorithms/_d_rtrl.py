@@ -25,7 +25,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from disttrace.algorithms._chunked import chunk_update, read_then_update
+from disttrace.algorithms._chunked import chunk_update, contract_then_decay
 from disttrace.algorithms._rule import OpFactors, tree_add
 
 __all__ = ["D_RTRL", "DRTRLRule", "DRTRLTrace"]
@@ -93,9 +93,9 @@ class DRTRLRule:
         to_n = functools.partial(rule.to_trace_neurons, operands=f.operands)
         grad, e = None, dict(state.e)
         for i, key in enumerate(self.keys):
-            trace, gk = read_then_update(e[key], rule.dr_contract(to_n(f.delta_prev[i]), e[key]))
+            gk, decayed = contract_then_decay(rule, to_n(f.delta_prev[i]), to_n(f.jac[i]), e[key])
             grad = gk if grad is None else tree_add(grad, gk)
-            e[key] = tree_add(rule.dr_decay(to_n(f.jac[i]), trace), rule.dr_outer(f.g[i], f.operands))
+            e[key] = tree_add(decayed, rule.dr_outer(f.g[i], f.operands))
         return grad, DRTRLTrace(e)
 
     # ---- chunked form: nothing per step but the factors; the trace once per chunk

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from disttrace.algorithms._fn_cache import JitCache, function_key
 from disttrace.checks import boolean, one_of, positive_int
-from disttrace.compiler import ETraceGraph, ModuleBinding, path_str, run_step
+from disttrace.compiler import ETraceGraph, ModuleBinding, is_tracer, path_str, run_step
 from disttrace.errors import NotSupportedError
 from disttrace.units import UNITLESS, attach, grad_units, loss_mantissa, unit_of
 
@@ -489,15 +489,45 @@ class Learner:
     def _etrace_fn(self, seqs: tuple, step_fn: Callable, chunk_size: int | None) -> Callable:
         """The jitted sequence function for ``step_fn``, shared by every function that is
         the same computation (``_fn_cache.function_key``): a fresh ``lambda`` per call
-        compiles once."""
+        compiles once.
+
+        ``fn(theta, state, seqs)`` donates the state's eligibility traces to the call
+        when the learner holds them privately (its stateful API replaces them with the
+        returned ones right after) and they are concrete arrays: the new traces are
+        then written in place of the old ones instead of into fresh memory, and the
+        jitted function does not first copy the traces it carries. Measured on CPU,
+        chunked D-RTRL, (64, 1, 612, 512) float32 traces: 0.319 -> 0.299 s a call.
+        Traces kept in a brainstate ``State`` (``init_etrace_state``), which others may
+        hold, are not donated. ``fn.lower`` lowers the function without donation.
+        """
         t_len = self._check_etrace_args(seqs, step_fn, chunk_size)
         chunk_size = self._effective_chunk(chunk_size)
         key = ("etrace_grad", function_key(step_fn), chunk_size, t_len)
-        return self._jitted.get(
-            key,
-            lambda: jax.jit(self._sequence_fn(step_fn, chunk_size, t_len)),
-            lambda: "etrace_grad's step_fn",
-        )
+
+        def make():
+            run = self._sequence_fn(step_fn, chunk_size, t_len)
+            plain = jax.jit(run)
+            donating = jax.jit(
+                lambda theta, rest, traces, seqs_: run(theta, rest._replace(traces=traces), seqs_),
+                donate_argnums=(2,),
+            )
+
+            def fn(theta, state, seqs_):
+                traces = getattr(state, "traces", None)
+                leaves = jax.tree.leaves(traces)
+                if (
+                    leaves
+                    and getattr(self, "_trace_state", None) is None
+                    and all(isinstance(a, jax.Array) and not is_tracer(a) for a in leaves)
+                    and len({id(a) for a in leaves}) == len(leaves)
+                ):
+                    return donating(theta, state._replace(traces=None), traces, seqs_)
+                return plain(theta, state, seqs_)
+
+            fn.lower = plain.lower
+            return fn
+
+        return self._jitted.get(key, make, lambda: "etrace_grad's step_fn")
 
     def _effective_chunk(self, chunk_size: int | None) -> int | None:
         return chunk_size

@@ -35,6 +35,7 @@ from disttrace.compiler._graph import ETraceGraph as ETraceGraph
 from disttrace.compiler._graph import HiddenGroup as HiddenGroup
 from disttrace.compiler._graph import TraceKey as TraceKey
 from disttrace.compiler._graph import TraceOpNode as TraceOpNode
+from disttrace.compiler._jax_compat import is_tracer as is_tracer
 from disttrace.compiler._layout import StepLayout as StepLayout
 from disttrace.compiler._rng import RNG_PATH as RNG_PATH
 
@@ -52,6 +53,7 @@ __all__ = [
     "TraceKey",
     "TraceOpNode",
     "compile_etrace_graph",
+    "is_tracer",
     "op_function",
     "op_operands",
     "op_weights",

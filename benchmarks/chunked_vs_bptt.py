@@ -1,0 +1,129 @@
+"""Chunked D-RTRL against BPTT in one process, alternating, medians (issue 14's CPU target).
+
+Rows run in separate processes move with a shared machine's load; this script builds
+every learner in one process and times them in turns (A B C, B C A, C A B, ...), so a
+drift in the load weighs on all of them alike. Reported per algorithm: min and median
+wall seconds of one ``learner.etrace_grad`` call (``jax.block_until_ready`` on the
+gradients), the ratios of the medians to the first algorithm's (BPTT by default),
+the median of the per-round ratios (each round's algorithms ran back to back), and
+the process CPU time of a call (all threads), which other jobs on the machine move
+less than the wall time.
+
+Model: ``online_vs_bptt.py``'s (``dt.nn.SpikingNet``, recurrent LIF, MSE every step,
+Bernoulli(0.2) inputs); defaults are the issue's CPU size (one layer, H = 512, batch
+64, T = 200, chunk 100).
+
+Usage::
+
+    python benchmarks/chunked_vs_bptt.py --rounds 15
+    python benchmarks/chunked_vs_bptt.py --algos bptt d_rtrl_chunk d_rtrl_chunk:50 --rounds 15
+
+An algorithm ``d_rtrl_chunk:U`` (``es_d_rtrl_chunk:U``) runs with ``chunk_size=U``.
+``--out PATH`` writes the rows and the command as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+
+def _parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n-rec", type=int, default=512)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--n-in", type=int, default=100)
+    p.add_argument("--n-out", type=int, default=10)
+    p.add_argument("--n-layers", type=int, default=1)
+    p.add_argument("--T", type=int, default=200)
+    p.add_argument("--chunk", type=int, default=100, help="chunk_size of d_rtrl_chunk / es_d_rtrl_chunk")
+    p.add_argument("--algos", nargs="+", default=["bptt", "d_rtrl_chunk"])
+    p.add_argument("--rounds", type=int, default=10, help="timed calls of each algorithm (after one warm-up)")
+    p.add_argument("--out", default=None, help="JSON path (optional)")
+    return p
+
+
+def _learner(a, algo):
+    import jax.numpy as jnp
+
+    import disttrace as dt
+
+    net = dt.nn.SpikingNet(a.n_in, a.n_rec, a.n_out, n_layers=a.n_layers, neuron="lif", recurrent=True, tau_out=0.0)
+    x0 = jnp.zeros((a.batch, a.n_in))
+    name, _, u = algo.partition(":")
+    chunk = (int(u) if u else a.chunk) if name.endswith("_chunk") else None
+    if name == "bptt":
+        learner = dt.compile(net, dt.BPTT, x0, batch_size=a.batch)
+    elif name.startswith("es_d_rtrl"):
+        learner = dt.compile(net, dt.ES_D_RTRL, x0, batch_size=a.batch, decay=0.9)
+    elif name.startswith("d_rtrl"):
+        learner = dt.compile(net, dt.D_RTRL, x0, batch_size=a.batch)
+    else:
+        raise ValueError(f"--algos: unknown algorithm {algo!r} (bptt, d_rtrl[_chunk[:U]], es_d_rtrl[_chunk[:U]])")
+    return learner, chunk
+
+
+def main(argv=None):
+    a = _parser().parse_args(argv)
+    import brainstate
+    import jax
+    import jax.numpy as jnp
+
+    brainstate.random.seed(0)
+    xs = (jax.random.uniform(jax.random.PRNGKey(1), (a.T, a.batch, a.n_in)) < 0.2).astype(jnp.float32)
+    ys = jax.random.normal(jax.random.PRNGKey(2), (a.T, a.batch, a.n_out))
+    calls = {}
+    for algo in a.algos:
+        learner, chunk = _learner(a, algo)
+
+        def step_fn(x, y, learner=learner):
+            return jnp.mean((learner(x) - y) ** 2)
+
+        def call(learner=learner, chunk=chunk, step_fn=step_fn):
+            return jax.block_until_ready(learner.etrace_grad(xs, ys, step_fn=step_fn, chunk_size=chunk))
+
+        t0 = time.perf_counter()
+        call()
+        print(f"{algo:>18}: first call {time.perf_counter() - t0:.2f} s", flush=True)
+        calls[algo] = call
+    times = {algo: [] for algo in a.algos}
+    cpu = {algo: [] for algo in a.algos}
+    order = list(a.algos)
+    for _ in range(a.rounds):
+        for algo in order:
+            c0, t0 = time.process_time(), time.perf_counter()
+            calls[algo]()
+            times[algo].append(time.perf_counter() - t0)
+            cpu[algo].append(time.process_time() - c0)
+        order = order[1:] + order[:1]
+    base = a.algos[0]
+    med_base = statistics.median(times[base])
+    rows = []
+    med_cpu_base = statistics.median(cpu[base])
+    print(f"{'algo':>18} {'min s':>8} {'median s':>9} {'x ' + base:>10} {'round ratios (median)':>22} "
+          f"{'cpu s (median)':>15} {'cpu x ' + base:>12}")
+    for algo in a.algos:
+        med = statistics.median(times[algo])
+        per_round = statistics.median(t / b for t, b in zip(times[algo], times[base]))
+        med_cpu = statistics.median(cpu[algo])
+        rows.append({"algo": algo, "min_s": min(times[algo]), "median_s": med, "ratio_median": med / med_base,
+                     "ratio_per_round_median": per_round, "cpu_median_s": med_cpu,
+                     "cpu_ratio_median": med_cpu / med_cpu_base, "times_s": times[algo], "cpu_s": cpu[algo]})
+        print(f"{algo:>18} {min(times[algo]):8.4f} {med:9.4f} {med / med_base:10.3f} {per_round:22.3f} "
+              f"{med_cpu:15.4f} {med_cpu / med_cpu_base:12.3f}")
+    if a.out:
+        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+        payload = {"command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+                   "device": str(jax.devices()[0]), "jax": jax.__version__, "machine": platform.machine(),
+                   "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "args": vars(a), "rows": rows}
+        with open(a.out, "w") as f:
+            json.dump(payload, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
