@@ -1,0 +1,27 @@
+"""``benchmarks/chunked_vs_bptt.py`` runs at a tiny size: every algorithm gets a time and a
+ratio to the first one, the JSON holds every round and the table is printed."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_tiny_run_writes_every_algorithm(tmp_path):
+    out = tmp_path / "r.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "chunked_vs_bptt.py"), "--n-in", "3", "--n-rec", "4",
+                        "--n-out", "2", "--batch", "2", "--T", "6", "--chunk", "3", "--rounds", "2",
+                        "--algos", "bptt", "d_rtrl_chunk", "es_d_rtrl_chunk:2", "--out", str(out)],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads(out.read_text())
+    rows = {row["algo"]: row for row in data["rows"]}
+    assert list(rows) == ["bptt", "d_rtrl_chunk", "es_d_rtrl_chunk:2"]
+    assert rows["bptt"]["ratio_median"] == 1.0
+    for row in rows.values():
+        assert len(row["times_s"]) == 2 and all(math.isfinite(t) and t > 0 for t in row["times_s"])
+        assert math.isfinite(row["ratio_median"]) and row["ratio_median"] > 0
+    assert "x bptt" in r.stdout and "d_rtrl_chunk" in r.stdout
