@@ -29,24 +29,34 @@ from disttrace.units import attach, in_unit, split
 __all__ = ["MatmulRule", "matmul"]
 
 
-def _local_rows(x: jax.Array) -> jax.Array:
-    """``x`` (B, ...) with adjacent rows added pairwise while the row count stays a
-    multiple of twice the device count: (R, ...) with the same sum over the leading axis.
+def _pair_levels(x: jax.Array) -> list[jax.Array]:
+    """``[x, x', x'', ...]``: ``x`` (B, ...) and, while the row count is even, the next
+    level's adjacent rows added pairwise; the last level has an odd row count R and every
+    level the same sum over its leading axis.
 
-    Under a batch sharding over any number of devices (a divisor of the device count, so
-    of every row count the loop keeps) each pair lies on one device: the rows are summed
-    where they lie, and each of the R rows left is one device's (one batch block's) partial.
+    The order of the additions depends on B alone, never on the devices: a run on one
+    device, on a mesh, or split over processes adds the same numbers in the same order
+    (a stream's sync mode equals one process bitwise, and a replay in a process with
+    another device count equals the run). Under a batch sharding the pairs stay on one
+    device until one row per device is left; the last rounds add those partials across
+    devices (arrays of one row per device, small beside the trace).
     """
-    two_devices = 2 * jax.device_count()
-    while x.shape[0] % two_devices == 0:
+    levels = [x]
+    while x.shape[0] % 2 == 0:
         pairs = x.reshape((x.shape[0] // 2, 2) + x.shape[1:])
         x = pairs[:, 0] + pairs[:, 1]
-    return x
+        levels.append(x)
+    return levels
+
+
+def _local_rows(x: jax.Array) -> jax.Array:
+    """The last of :func:`_pair_levels`: (R, ...), R odd."""
+    return _pair_levels(x)[-1]
 
 
 def _sum_rows(rows: jax.Array) -> jax.Array:
-    """The sum over the leading axis of :func:`_local_rows`' result; a sharded run completes
-    it with one all-reduce of the result."""
+    """The sum over the leading axis of :func:`_local_rows`' result (an odd row count: the
+    product with a vector of ones)."""
     if rows.shape[0] == 1:
         return rows[0]
     return jnp.tensordot(jnp.ones((rows.shape[0],), rows.dtype), rows, axes=1)
@@ -55,7 +65,8 @@ def _sum_rows(rows: jax.Array) -> jax.Array:
 def batch_sum(x: jax.Array) -> jax.Array:
     """``x.sum(0)`` for a batch-leading ``x`` (B, ...), written so that XLA's CPU backend
     makes it one fused pass over ``x`` and a batch-sharded ``x`` is summed where it lies
-    (pairwise sums of adjacent rows, then a product with a vector of ones).
+    (pairwise sums of adjacent rows while their count is even, then a product with a
+    vector of ones), in an order fixed by B alone (:func:`_local_rows`).
 
     Why not ``x.sum(0)``: XLA's CPU backend (jax 0.10) hands a reduction over the
     leading axis to a library kernel that is slow for a large trailing size: (64, 612,
@@ -121,11 +132,14 @@ class MatmulRule(TraceOpRule):
         # batch-sharded trace every step (a 2-process sync stream ran 26x slower).
         k = delta.shape[1]
         weighted = sum(delta[:, j, None, :] * trace[0][:, j] for j in range(k))  # (B, I, O)
-        rows = _local_rows(weighted)  # (R, I, O)
-        out = [_sum_rows(rows)]
+        levels = _pair_levels(weighted)
+        out = [_sum_rows(levels[-1])]
         if len(trace) > 1:
             out.append(jnp.einsum("bko,bko->o", delta, trace[1]))
-        return tuple(out), rows
+        # the level with one row per device or fewer (the partials a device sums alone): what
+        # dr_contract_decay orders each block's decay after; it only orders, never changes a value
+        blocks = next((lv for lv in levels[1:] if lv.shape[0] <= jax.device_count()), levels[-1])
+        return tuple(out), blocks
 
     def dr_contract_decay(self, delta, d, trace):
         """``(dr_contract(delta, trace), dr_decay(d, trace))``, with the decay ordered after
