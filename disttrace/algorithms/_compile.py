@@ -92,19 +92,8 @@ def compile(  # noqa: A001 - the name braintrace users know
       >>> learner.graph.groups[0].k
       1
     """
-    if boolean("compile", "vmap", vmap) and batch_size is None:
-        raise ValueError("compile: vmap=True needs batch_size, the leading axis of the example inputs")
+    batch_size, seed = _check_arguments(batch_size, init_states, vmap, seed, verbose)
     unbatched = batch_size is None
-    if not unbatched:
-        batch_size = positive_int("compile", "batch_size", batch_size)
-    one_of("compile", "verbose", verbose, _VERBOSE)
-    if seed is not None:
-        seed = non_negative_int("compile", "seed", seed)
-        if not init_states:
-            raise ValueError(
-                f"compile: argument 'seed' ({seed}) seeds the state initialisation, but init_states=False skips it; "
-                "drop seed, or seed the states yourself (brainstate.random.seed_context)"
-            )
     spec = resolve(algorithm, options)
     if init_states:
         with brainstate.random.seed_context(seed) if seed is not None else contextlib.nullcontext():
@@ -112,16 +101,7 @@ def compile(  # noqa: A001 - the name braintrace users know
     binding = (UnbatchedBinding if unbatched else ModuleBinding).of(model)
     if unbatched:  # compiled as a batch of one; the learner adds and drops the axis
         example_args = jax.tree.map(lambda a: jnp.expand_dims(jnp.asarray(a), 0), example_args)
-    # BPTT and whole-model learners (RTRL, SnAp) trace every weight through time: the
-    # same-step-only warning does not apply to them.
-    whole = isinstance(spec, BPTT) or hasattr(spec, "learner")
-    try:
-        graph = compile_etrace_graph(model, *example_args, binding=binding, warn=not whole,
-                                     control_flow=control_flow)
-    except Exception as err:
-        if type(err).__name__ != "BrainStateError":  # ours (CompilationError, checks) pass unchanged
-            raise
-        raise _step_error(err, example_args) from err
+    graph = _graph_of(model, spec, example_args, binding, control_flow)
     if RNG_PATH in graph.aux_paths:  # the step draws random numbers: the learner threads the key
         binding = binding.with_rng()
     if not unbatched and graph.batch_size != batch_size:
@@ -137,6 +117,37 @@ def compile(  # noqa: A001 - the name braintrace users know
     if verbose:
         print(_summary(learner, spec, verbose))
     return learner
+
+
+def _graph_of(model, spec, example_args: tuple, binding, control_flow):
+    """``compile_etrace_graph`` for :func:`compile`, with brainstate's wrapped step errors
+    turned into one line (``_step_error``)."""
+    # BPTT and whole-model learners (RTRL, SnAp) trace every weight through time: the
+    # same-step-only warning does not apply to them.
+    whole = isinstance(spec, BPTT) or hasattr(spec, "learner")
+    try:
+        return compile_etrace_graph(model, *example_args, binding=binding, warn=not whole, control_flow=control_flow)
+    except Exception as err:
+        if type(err).__name__ != "BrainStateError":  # ours (CompilationError, checks) pass unchanged
+            raise
+        raise _step_error(err, example_args) from err
+
+
+def _check_arguments(batch_size, init_states, vmap, seed, verbose) -> tuple[int | None, int | None]:
+    """:func:`compile`'s checks of its own arguments: ``(batch_size, seed)`` validated."""
+    if boolean("compile", "vmap", vmap) and batch_size is None:
+        raise ValueError("compile: vmap=True needs batch_size, the leading axis of the example inputs")
+    if batch_size is not None:
+        batch_size = positive_int("compile", "batch_size", batch_size)
+    one_of("compile", "verbose", verbose, _VERBOSE)
+    if seed is not None:
+        seed = non_negative_int("compile", "seed", seed)
+        if not init_states:
+            raise ValueError(
+                f"compile: argument 'seed' ({seed}) seeds the state initialisation, but init_states=False skips it; "
+                "drop seed, or seed the states yourself (brainstate.random.seed_context)"
+            )
+    return batch_size, seed
 
 
 def _summary(learner: Learner, spec, verbose: int) -> str:

@@ -315,6 +315,16 @@ class Learner:
             if not return_value:
                 return grads
             return grads, attach(jnp.mean(losses) if loss_output == "scalar" else losses, loss_unit.unit)
+        return self._etrace_grad_weighted(
+            seqs, step_fn, loss_unit, selected, chunk_size, mask, reduction, loss_output, has_aux, return_value
+        )
+
+    def _etrace_grad_weighted(
+        self, seqs, step_fn, loss_unit, selected, chunk_size, mask, reduction, loss_output, has_aux, return_value
+    ):
+        """:meth:`etrace_grad` with a mask, ``reduction='sum'`` or ``has_aux`` (arguments
+        checked; ``step_fn`` already returns plain losses): the per-step losses weighted by
+        the mask, summed over time by the learner, then reduced and returned as asked."""
         t_len = self._check_etrace_args(seqs, step_fn, chunk_size)
         w = jnp.ones((t_len,), jnp.float32) if mask is None else jnp.asarray(mask)
         if w.shape != (t_len,):
