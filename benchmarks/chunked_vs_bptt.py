@@ -7,7 +7,9 @@ wall seconds of one ``learner.etrace_grad`` call (``jax.block_until_ready`` on t
 gradients), the ratios of the medians to the first algorithm's (BPTT by default),
 the median of the per-round ratios (each round's algorithms ran back to back), and
 the process CPU time of a call (all threads), which other jobs on the machine move
-less than the wall time.
+less than the wall time, and the minor page faults of a call (the first touch of
+memory the allocator got fresh from the kernel: with glibc's malloc, XLA's per-call
+working set, see ``benchmarks/README.md``).
 
 Model: ``online_vs_bptt.py``'s (``dt.nn.SpikingNet``, recurrent LIF, MSE every step,
 Bernoulli(0.2) inputs); defaults are the issue's CPU size (one layer, H = 512, batch
@@ -17,6 +19,9 @@ Usage::
 
     python benchmarks/chunked_vs_bptt.py --rounds 15
     python benchmarks/chunked_vs_bptt.py --algos bptt d_rtrl_chunk d_rtrl_chunk:50 --rounds 15
+    # with an allocator that keeps freed pages (Debian/Ubuntu: apt install libjemalloc2)
+    LD_PRELOAD=libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 \
+        python benchmarks/chunked_vs_bptt.py --rounds 20
 
 An algorithm ``d_rtrl_chunk:U`` (``es_d_rtrl_chunk:U``) runs with ``chunk_size=U``.
 ``--out PATH`` writes the rows and the command as JSON.
@@ -28,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -68,6 +74,19 @@ def _learner(a, algo):
     return learner, chunk
 
 
+def _allocator() -> str:
+    """The malloc this process runs on: a preloaded jemalloc/tcmalloc/mimalloc, else glibc."""
+    try:
+        with open("/proc/self/maps") as f:
+            maps = f.read()
+    except OSError:
+        return "unknown"
+    for name in ("jemalloc", "tcmalloc", "mimalloc"):
+        if name in maps:
+            return name + (f" (MALLOC_CONF={os.environ['MALLOC_CONF']})" if "MALLOC_CONF" in os.environ else "")
+    return "glibc" + (f" (GLIBC_TUNABLES={os.environ['GLIBC_TUNABLES']})" if "GLIBC_TUNABLES" in os.environ else "")
+
+
 def main(argv=None):
     a = _parser().parse_args(argv)
     import brainstate
@@ -93,34 +112,41 @@ def main(argv=None):
         calls[algo] = call
     times = {algo: [] for algo in a.algos}
     cpu = {algo: [] for algo in a.algos}
+    faults = {algo: [] for algo in a.algos}
     order = list(a.algos)
     for _ in range(a.rounds):
         for algo in order:
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             c0, t0 = time.process_time(), time.perf_counter()
             calls[algo]()
             times[algo].append(time.perf_counter() - t0)
             cpu[algo].append(time.process_time() - c0)
+            faults[algo].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
         order = order[1:] + order[:1]
     base = a.algos[0]
     med_base = statistics.median(times[base])
     rows = []
     med_cpu_base = statistics.median(cpu[base])
+    print(f"allocator: {_allocator()}")
     print(f"{'algo':>18} {'min s':>8} {'median s':>9} {'x ' + base:>10} {'round ratios (median)':>22} "
-          f"{'cpu s (median)':>15} {'cpu x ' + base:>12}")
+          f"{'cpu s (median)':>15} {'cpu x ' + base:>12} {'page faults':>12}")
     for algo in a.algos:
         med = statistics.median(times[algo])
         per_round = statistics.median(t / b for t, b in zip(times[algo], times[base]))
         med_cpu = statistics.median(cpu[algo])
+        med_faults = statistics.median(faults[algo])
         rows.append({"algo": algo, "min_s": min(times[algo]), "median_s": med, "ratio_median": med / med_base,
                      "ratio_per_round_median": per_round, "cpu_median_s": med_cpu,
-                     "cpu_ratio_median": med_cpu / med_cpu_base, "times_s": times[algo], "cpu_s": cpu[algo]})
+                     "cpu_ratio_median": med_cpu / med_cpu_base, "page_faults_median": med_faults,
+                     "times_s": times[algo], "cpu_s": cpu[algo], "page_faults": faults[algo]})
         print(f"{algo:>18} {min(times[algo]):8.4f} {med:9.4f} {med / med_base:10.3f} {per_round:22.3f} "
-              f"{med_cpu:15.4f} {med_cpu / med_cpu_base:12.3f}")
+              f"{med_cpu:15.4f} {med_cpu / med_cpu_base:12.3f} {med_faults:12.0f}")
     if a.out:
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
         payload = {"command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
                    "device": str(jax.devices()[0]), "jax": jax.__version__, "machine": platform.machine(),
-                   "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "args": vars(a), "rows": rows}
+                   "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "allocator": _allocator(),
+                   "args": vars(a), "rows": rows}
         with open(a.out, "w") as f:
             json.dump(payload, f, indent=2)
 

@@ -10,8 +10,9 @@ and ``P_{t,u} = D_t ⋯ D_{u+1}`` (per-neuron K×K products):
 
     E_{s+U} = P_{U,0} E_s + \\sum_u (P_{U,u} g_u) ⊗ x_u
 
-``c`` is an exclusive forward cumulative product, ``a`` a reverse recurrence (no
-division by ``D``), and both sums over u are single batched matrix products. The
+``a`` is a reverse recurrence (no division by ``D``) that ends at ``a_0 = c`` (with
+``P_{U,u}`` carried beside it, ending at ``P_{U,0}``), so one reverse scan gives every
+factor, and both sums over u are single batched matrix products. The
 same-step term ``Σ_u x_u ⊗ ∂L_u/∂y_u`` is added to ``a_u ⋅ g_u`` before the input
 contraction, so it costs no product of its own. This
 is algebraically identical to the step-by-step update (DESIGN.md §2), so tests
@@ -68,13 +69,6 @@ def chunk_update(rule, operands, trace, xs, gs, jacs, deltas, direct=None):
     """
     eye = _eye_like(jacs[0])
 
-    def fwd(carry, inp):
-        q, c = carry
-        delta, d = inp
-        return (_mat_mat(d, q), c + _row_times(delta, q)), None
-
-    (q_end, c), _ = jax.lax.scan(fwd, (eye, jnp.zeros_like(deltas[0])), (deltas, jacs))
-
     def bwd(carry, inp):
         a, r = carry
         delta, d, g, y = inp
@@ -86,7 +80,9 @@ def chunk_update(rule, operands, trace, xs, gs, jacs, deltas, direct=None):
         return (delta + _row_times(a, d), _mat_mat(r, d)), (c_u, _mat_vec(r, g))
 
     init = (jnp.zeros_like(deltas[0]), eye)
-    _, (cs, bs) = jax.lax.scan(bwd, init, (deltas, jacs, gs, direct), reverse=True)  # (U, B, N...), (U, B, K, N...)
+    # the reverse recurrence ends at (a_0, R_0) = (c, P_{U,0}): the exclusive forward products
+    # need no scan of their own
+    (c, q_end), (cs, bs) = jax.lax.scan(bwd, init, (deltas, jacs, gs, direct), reverse=True)  # (U, B, N...), (U, B, K, N...)
 
     # hidden-space arrays (…, N...) to the trace's neuron layout (a conv's (…, P, O))
     to_n = lambda a: rule.to_trace_neurons(a, operands)

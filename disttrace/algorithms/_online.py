@@ -284,12 +284,16 @@ class OnlineLearner(Learner):
         ``out_fn(model output, seq_t)`` over time (``None`` without ``out_fn``).
         """
         chunked = self._chunked_ops() if chunk else frozenset()
+        deferred = self._deferred_ops() if chunk else ()
         y_grad_ops = frozenset(op.index for op, r in self._pairs if op.index in chunked and r.chunk_direct)
+        y_grad_ops |= frozenset(op.index for op in deferred)
 
         def body(carry, seq_t):
             st, dsum, tsum = carry
             f = self._factors(loss_of, theta, st, seq_t, y_grad_ops)
             traces, tg, kept = self._apply(f, st, chunk)
+            for op in deferred:
+                kept[op.key] = (op.rule.chunk_input(f.operands[op.index]), f.y_grad[op.index])
             dsum = [a + b for a, b in zip(dsum, f.direct)]
             tsum = {j: tree_add(tsum[j], tg[j]) for j in tsum}
             extra = None if out_fn is None else out_fn(f.out, seq_t)
@@ -302,6 +306,33 @@ class OnlineLearner(Learner):
 
     def _chunked_ops(self) -> frozenset:
         return frozenset(op.index for op, r in self._pairs if r.chunked)
+
+    def _deferred_ops(self) -> tuple:
+        """Ops whose same-step weight gradient a chunked sequence contracts once per chunk:
+        those that reach no hidden group (a readout), have weights from parameters and a
+        rule with ``defers_direct``. Per step their weights are held in the direct VJP and
+        their input and ``∂L/∂y`` are kept; at the chunk's end one ``input_vjp_sum`` over
+        (U, B) replaces U small products (a (B, I)ᵀ(B, O) product per step is slow on CPU)."""
+        return tuple(
+            op for op in self.graph.ops
+            if not op.groups and op.key and op.weight_params and op.rule.chunkable and op.rule.defers_direct
+        )
+
+    @staticmethod
+    def _deferred_grad(op, kept) -> tuple:
+        """A deferred op's trace-space gradient of one chunk from its kept (inputs, ∂L/∂y)."""
+        xs, ys = kept
+        return op.rule.input_vjp_sum(xs, op.rule.to_trace_neurons(ys, op.operands), op.operands)
+
+    def _deferred_zeros(self) -> dict:
+        def probe(op, operands):
+            y = jnp.zeros((1,) + op.out.shape, op.out.dtype)
+            return self._deferred_grad(op, (op.rule.chunk_input(operands)[None], y))
+
+        return {
+            op.index: tuple(jnp.zeros(s.shape, s.dtype) for s in jax.eval_shape(lambda o, op=op: probe(op, o), op.operands))
+            for op in self._deferred_ops()
+        }
 
     def _sequence(self, loss_of, chunk, theta, state: OnlineState, seqs, out_fn=None):
         """Runs a whole sequence; returns (state, summed param grads, per-step losses), and
@@ -325,13 +356,15 @@ class OnlineLearner(Learner):
                     t_c[op.index], traces[op.key] = rule.chunk_end(
                         start[op.key], traces[op.key], kept[op.key], operands.get(op.index)
                     )
+            for op in self._deferred_ops():
+                t_c[op.index] = self._deferred_grad(op, kept[op.key])
             st = st._replace(traces=traces)
             dsum = [a + b for a, b in zip(dsum, d_c)]
             tsum = {j: tree_add(tsum[j], t_c[j]) for j in tsum}
             return (st, dsum, tsum), (losses, extras)
 
         n_full, rem = divmod(t_len, chunk)
-        carry = (state, [jnp.zeros_like(p) for p in theta], self._zero_tgrads())
+        carry = (state, [jnp.zeros_like(p) for p in theta], {**self._zero_tgrads(), **self._deferred_zeros()})
         parts = []
         if n_full:
             body = jax.tree.map(lambda a: a[: n_full * chunk].reshape((n_full, chunk) + a.shape[1:]), seqs)

@@ -228,6 +228,8 @@ class MatmulRule(TraceOpRule):
 
 @dataclasses.dataclass(frozen=True)
 class _DenseRule(MatmulRule):
+    defers_direct: bool = True  # features are the op input itself
+
     def has_bias(self, operands) -> bool:
         return len(operands) == 3
 

@@ -84,7 +84,11 @@ class TraceOpRule:
     D-RTRL form (``outer_sum``/``input_vjp_sum``) is available; ``es_foldable``
     whether :meth:`es_grad` may be called once per chunk with time folded into its
     leading axis (see there). Both default to ``False``, so a user rule keeps the
-    per-step forms unless it opts in.
+    per-step forms unless it opts in. ``defers_direct`` (with ``chunkable``): in a
+    chunked sequence an op of this rule that reaches no hidden group (a readout) gets
+    its weight gradient from one :meth:`input_vjp_sum` per chunk of its stacked
+    :meth:`chunk_input` and ``∂L/∂y``, not from a small product at every step; opt in
+    only where the chunk input is the op's own input size (U·B of them are kept).
 
     Attributes:
       name: registry name; the jitted function is called ``dt__<name>``.
@@ -99,6 +103,7 @@ class TraceOpRule:
     chunkable: bool = False
     es_foldable: bool = False
     static: tuple = ()
+    defers_direct: bool = False  # last: positional construction of user rules keeps working
 
     def specialize(self, body: OpBody) -> TraceOpRule:
         """A copy of this rule bound to one op instance.

@@ -96,3 +96,40 @@ def test_user_rule_without_es_foldable_keeps_per_step_contractions(x64):
     chunked = _run(_Gated, dt.ES_D_RTRL, 1, chunk_size=7)
     assert np.abs(flat(one)).max() > 1e-3
     np.testing.assert_allclose(flat(chunked), flat(one), rtol=0, atol=EXACT_F64_ATOL)
+
+
+# A chunked call contracts a readout's weight gradient once per chunk (ops that reach no
+# hidden group, ``TraceOpRule.defers_direct``): exact with a bias, and with one weight read
+# both by a traced op and by such a readout (the two contributions add).
+class _SharedReadout(brainstate.nn.Module):
+    def __init__(self):
+        super().__init__()
+        key = jax.random.PRNGKey(11)
+        self.w_in = brainstate.ParamState(jax.random.normal(key, (N_IN, N_IN)))
+        self.w_out = brainstate.ParamState(jax.random.normal(jax.random.fold_in(key, 1), (N_IN, N_OUT)))
+        self.b_out = brainstate.ParamState(jnp.full((N_OUT,), 0.3))
+
+    def init_state(self, batch_size=None, **kwargs):
+        self.h = brainstate.HiddenState(jnp.zeros((batch_size, N_IN)))
+
+    def update(self, x):
+        self.h.value = 0.7 * self.h.value + jnp.tanh(dt.ops.matmul(x, self.w_in.value))
+        # w_in again, in an op whose output reaches no hidden state: a deferred readout
+        side = dt.ops.matmul(self.h.value, self.w_in.value)
+        return dt.ops.matmul(self.h.value + side, self.w_out.value, self.b_out.value)
+
+
+@pytest.mark.parametrize("algo", ["d_rtrl", "es_d_rtrl"])
+def test_deferred_readout_gradient_exact(x64, algo):
+    one = _run(_SharedReadout, ONLINE[algo], 1)
+    for chunk in (3, 7, 40):
+        chunked = _run(_SharedReadout, ONLINE[algo], 1, chunk_size=chunk)
+        assert np.abs(flat(chunked)).min() > 1e-6  # every weight, the bias included, gets a gradient
+        np.testing.assert_allclose(flat(chunked), flat(one), rtol=0, atol=EXACT_F64_ATOL)
+
+
+def test_deferred_ops_are_the_readouts():
+    model = _SharedReadout()
+    learner = dt.compile(model, dt.D_RTRL, jnp.zeros((B, N_IN)), batch_size=B)
+    deferred = [op.key for op in learner._deferred_ops()]
+    assert len(deferred) == 2 and all(not op.groups for op in learner.graph.ops if op.key in deferred)

@@ -1,5 +1,6 @@
 """``benchmarks/chunked_vs_bptt.py`` runs at a tiny size: every algorithm gets a time and a
-ratio to the first one, the JSON holds every round and the table is printed."""
+ratio to the first one, the JSON holds every round (time, CPU time, page faults) and the
+allocator, and the table is printed."""
 
 import json
 import math
@@ -24,4 +25,6 @@ def test_tiny_run_writes_every_algorithm(tmp_path):
     for row in rows.values():
         assert len(row["times_s"]) == 2 and all(math.isfinite(t) and t > 0 for t in row["times_s"])
         assert math.isfinite(row["ratio_median"]) and row["ratio_median"] > 0
-    assert "x bptt" in r.stdout and "d_rtrl_chunk" in r.stdout
+        assert len(row["page_faults"]) == 2 and all(f >= 0 for f in row["page_faults"])
+    assert data["allocator"].split()[0] in ("glibc", "jemalloc", "tcmalloc", "mimalloc", "unknown")
+    assert "x bptt" in r.stdout and "d_rtrl_chunk" in r.stdout and "page faults" in r.stdout
