@@ -50,13 +50,17 @@ def main():
     print("RESULT " + json.dumps(row), flush=True)
 
 
-def _run(a):
+def make_call(a):
+    """``(run, xs, ys)``: braintrace's jitted ``etrace_grad`` (or BPTT ``grad``) of the
+    benchmark model for the sizes in ``a`` (``algo``, ``T``, ``n_in``, ``n_rec``, ``n_out``,
+    ``batch``, ``n_layers``) and its Bernoulli(0.2) inputs and normal targets;
+    ``run(xs, ys)`` returns the gradients and the loss. ``chunked_vs_bptt.py`` times it
+    beside disttrace in one process."""
     warnings.filterwarnings("ignore")
     import brainstate
     import braintrace
     import jax
     import jax.numpy as jnp
-    from _memory import device_peak
 
     def _normal(fan_in):
         return lambda shape, **kw: brainstate.random.normal(0.0, 1.0 / math.sqrt(fan_in), shape)
@@ -131,6 +135,16 @@ def _run(a):
         def run(xs, ys):
             return learner.etrace_grad(xs, ys, step_fn=step_fn, return_value=True)
 
+    return run, xs, ys
+
+
+def _run(a):
+    import brainstate
+    import braintrace
+    import jax
+    from _memory import device_peak
+
+    run, xs, ys = make_call(a)
     base = _rss_mib()
     t0 = time.perf_counter()
     jax.block_until_ready(run(xs, ys))

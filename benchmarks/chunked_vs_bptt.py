@@ -24,6 +24,13 @@ Usage::
         python benchmarks/chunked_vs_bptt.py --rounds 20
 
 An algorithm ``d_rtrl_chunk:U`` (``es_d_rtrl_chunk:U``) runs with ``chunk_size=U``.
+``bt:bptt``, ``bt:es_d_rtrl`` and ``bt:d_rtrl`` are braintrace 0.2.8's, the same model
+and data (``_braintrace_worker.make_call``), timed in the same rounds: they need an
+interpreter with both libraries (``bash benchmarks/setup_braintrace.sh --with-disttrace``
+makes one)::
+
+    benchmarks/.venv-braintrace/bin/python benchmarks/chunked_vs_bptt.py --rounds 20 \
+        --algos bptt bt:bptt es_d_rtrl_chunk es_d_rtrl bt:es_d_rtrl d_rtrl_chunk
 ``--out PATH`` writes the rows and the command as JSON.
 """
 
@@ -52,6 +59,27 @@ def _parser():
     p.add_argument("--rounds", type=int, default=10, help="timed calls of each algorithm (after one warm-up)")
     p.add_argument("--out", default=None, help="JSON path (optional)")
     return p
+
+
+def _braintrace_call(a, algo):
+    """braintrace's timed call for ``bt:<algo>`` (same model, data and sizes)."""
+    try:
+        import braintrace  # noqa: F401
+    except ImportError as e:
+        raise SystemExit(f"--algos {algo}: braintrace is not importable here ({e}); run with an interpreter that has "
+                         "both libraries: bash benchmarks/setup_braintrace.sh --with-disttrace") from None
+    import jax
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _braintrace_worker import make_call
+
+    name = algo.split(":", 1)[1]
+    if name not in ("bptt", "d_rtrl", "es_d_rtrl"):
+        raise SystemExit(f"--algos {algo}: braintrace algorithms are bt:bptt, bt:d_rtrl, bt:es_d_rtrl")
+    sizes = argparse.Namespace(algo=name, T=a.T, n_in=a.n_in, n_rec=a.n_rec, n_out=a.n_out, batch=a.batch,
+                               n_layers=a.n_layers)
+    run, xs, ys = make_call(sizes)
+    return lambda: jax.block_until_ready(run(xs, ys))
 
 
 def _learner(a, algo):
@@ -98,13 +126,16 @@ def main(argv=None):
     ys = jax.random.normal(jax.random.PRNGKey(2), (a.T, a.batch, a.n_out))
     calls = {}
     for algo in a.algos:
-        learner, chunk = _learner(a, algo)
+        if algo.startswith("bt:"):
+            call = _braintrace_call(a, algo)
+        else:
+            learner, chunk = _learner(a, algo)
 
-        def step_fn(x, y, learner=learner):
-            return jnp.mean((learner(x) - y) ** 2)
+            def step_fn(x, y, learner=learner):
+                return jnp.mean((learner(x) - y) ** 2)
 
-        def call(learner=learner, chunk=chunk, step_fn=step_fn):
-            return jax.block_until_ready(learner.etrace_grad(xs, ys, step_fn=step_fn, chunk_size=chunk))
+            def call(learner=learner, chunk=chunk, step_fn=step_fn):
+                return jax.block_until_ready(learner.etrace_grad(xs, ys, step_fn=step_fn, chunk_size=chunk))
 
         t0 = time.perf_counter()
         call()

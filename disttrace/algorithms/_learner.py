@@ -268,7 +268,9 @@ class Learner:
             matmul-family weights are read and written once per chunk, and every
             ES-D-RTRL weight gradient, and a chunked D-RTRL weight's same-step term,
             becomes one matrix product per chunk (ops whose rule is ``es_foldable``;
-            the built-in ones are). Memory grows with the chunk, not with T: the
+            the built-in ones are), and so does the weight gradient of a dense op
+            that reaches no hidden state (a readout; ``TraceOpRule.defers_direct``).
+            Memory grows with the chunk, not with T: the
             chunk's per-step factors, O(chunk · B · (op inputs + neurons)) per op, where
             a convolution's input is its patch matrix (window × channels per output
             position), so ES-D-RTRL on large convolutions wants small chunks.

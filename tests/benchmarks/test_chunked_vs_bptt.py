@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -28,3 +30,19 @@ def test_tiny_run_writes_every_algorithm(tmp_path):
         assert len(row["page_faults"]) == 2 and all(f >= 0 for f in row["page_faults"])
     assert data["allocator"].split()[0] in ("glibc", "jemalloc", "tcmalloc", "mimalloc", "unknown")
     assert "x bptt" in r.stdout and "d_rtrl_chunk" in r.stdout and "page faults" in r.stdout
+
+
+def test_braintrace_rows_need_braintrace_and_say_how(tmp_path):
+    """Without braintrace importable, a ``bt:`` algorithm stops the run with how to get it
+    (CI has no braintrace; where it is installed the rows run, see benchmarks/README.md)."""
+    try:
+        import braintrace  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("braintrace is importable here")
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "chunked_vs_bptt.py"), "--n-in", "3", "--n-rec", "4",
+                        "--n-out", "2", "--batch", "2", "--T", "4", "--rounds", "1", "--algos", "bptt", "bt:bptt"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert "bt:bptt" in r.stderr and "setup_braintrace.sh --with-disttrace" in r.stderr
