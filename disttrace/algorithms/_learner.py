@@ -25,6 +25,7 @@ from typing import Any
 import brainstate
 import jax
 import jax.numpy as jnp
+from jax.sharding import AxisType, Mesh, NamedSharding
 
 from disttrace.algorithms._fn_cache import JitCache, function_key
 from disttrace.checks import boolean, one_of, positive_int
@@ -111,6 +112,30 @@ def _record_loss_unit(step_fn: Callable, box: _LossUnit, has_aux: bool) -> Calla
         return (loss_mantissa(loss), *res[1:]) if has_aux else loss_mantissa(loss)
 
     return unitless
+
+
+
+def _auto_axes(seqs: tuple) -> tuple:
+    """``seqs`` with every array laid out on a mesh of ``Explicit`` axes (what
+    ``jax.make_mesh`` makes by default) moved onto the same devices and partition spec
+    under ``Auto`` axes; other leaves (and tracers) unchanged.
+
+    The learners let XLA's partitioner place their intermediates (``Auto`` axes); under
+    ``Explicit`` axes every reshape of a sharded axis must name its output sharding, and
+    the chunked contraction's pairwise batch sum (``ops/_matmul.py``) cannot. The shards
+    stay where they are; only the mesh's axis types differ.
+    """
+    def auto(leaf):
+        if is_tracer(leaf) or not isinstance(leaf, jax.Array):
+            return leaf
+        sharding = leaf.sharding
+        if not isinstance(sharding, NamedSharding) or AxisType.Explicit not in tuple(sharding.mesh.axis_types):
+            return leaf
+        mesh = sharding.mesh
+        auto_mesh = Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
+        return jax.device_put(leaf, NamedSharding(auto_mesh, sharding.spec))
+
+    return jax.tree.map(auto, seqs)
 
 
 class Learner:
@@ -259,7 +284,9 @@ class Learner:
 
         Args:
           *seqs: time-major sequences (T, ...); ``step_fn`` gets one slice of each
-            (unbatched learners: no batch axis).
+            (unbatched learners: no batch axis). Arrays sharded on a mesh (e.g. the
+            batch axis over ``data``) stay where they lie; on a mesh of ``Explicit``
+            axes they run under ``Auto`` axes of the same devices and specs.
           step_fn: ``step_fn(*seq_t) -> scalar`` (or ``(scalar, aux)`` with ``has_aux``)
             that calls ``learner(x_t)`` exactly once.
           return_value: also return the losses, as ``loss_output`` says.
@@ -302,6 +329,7 @@ class Learner:
             a learner without access to each step's model output (not ``OnlineLearner``).
         """
         self.sync()
+        seqs = _auto_axes(seqs)
         reduction = one_of("etrace_grad", "reduction", reduction, _REDUCTIONS)
         loss_output = one_of("etrace_grad", "loss_output", loss_output, _LOSS_OUTPUTS)
         has_aux = boolean("etrace_grad", "has_aux", has_aux)
@@ -445,7 +473,8 @@ class Learner:
         before a graded stretch, say). Callable inside ``brainstate.transform.jit``.
 
         Args:
-          *seqs: time-major sequences (T, ...), sliced in step.
+          *seqs: time-major sequences (T, ...), sliced in step (sharded ones as in
+            :meth:`etrace_grad`).
           step_fn: ``step_fn(*seq_t)`` that calls ``learner(...)`` once and returns what
             to stack; ``None``: the slices are the model's inputs.
           chunk_size: ``None`` or 1: outputs stacked (T, ...); k >= 2 (T a multiple of
@@ -459,6 +488,7 @@ class Learner:
           NotSupportedError: ``step_fn`` with ``chunk_size`` >= 2 (braintrace's window mode).
         """
         self.sync()
+        seqs = _auto_axes(seqs)
         t_len = self._check_sequences(seqs)
         return_outputs = boolean("etrace_evolve", "return_outputs", return_outputs)
         k = 1 if chunk_size is None else positive_int("etrace_evolve", "chunk_size", chunk_size)
