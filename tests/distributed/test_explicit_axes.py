@@ -15,6 +15,11 @@ from tests.distributed.test_step import TOL
 
 T, B, N_IN, N_OUT = 20, 8, 5, 3
 
+pytestmark = pytest.mark.skipif(
+    jax.device_count() < 2 or B % jax.device_count() != 0,
+    reason=f"needs 2+ devices dividing the batch {B} (XLA_FLAGS=--xla_force_host_platform_device_count=8)",
+)
+
 
 def _learner():
     brainstate.random.seed(0)
@@ -36,8 +41,6 @@ def _explicit(*arrays):
 
 @pytest.mark.parametrize("chunk_size", [None, 4, 7])  # 7: a tail chunk of 6
 def test_etrace_grad_on_explicit_axes_equals_one_device(chunk_size):
-    if jax.device_count() < 2 or B % jax.device_count():
-        pytest.skip(f"needs 2+ devices dividing the batch {B} (XLA_FLAGS=--xla_force_host_platform_device_count=8)")
     xs, ys = _data()
     grads = []
     for seqs in ((xs, ys), _explicit(xs, ys)):
@@ -48,8 +51,6 @@ def test_etrace_grad_on_explicit_axes_equals_one_device(chunk_size):
 
 
 def test_etrace_evolve_on_explicit_axes_equals_one_device():
-    if jax.device_count() < 2 or B % jax.device_count():
-        pytest.skip(f"needs 2+ devices dividing the batch {B} (XLA_FLAGS=--xla_force_host_platform_device_count=8)")
     xs, _ = _data()
     outs = []
     for (seq,) in ((xs,), _explicit(xs)):
