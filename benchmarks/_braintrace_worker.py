@@ -25,6 +25,8 @@ import time
 import traceback
 import warnings
 
+from _sizes import add_size_args
+
 
 def _rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -34,11 +36,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--algo", required=True, choices=["bptt", "d_rtrl", "es_d_rtrl"])
     p.add_argument("--T", type=int, required=True)
-    p.add_argument("--n-in", type=int, default=100)
-    p.add_argument("--n-rec", type=int, default=64)
-    p.add_argument("--n-out", type=int, default=10)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--n-layers", type=int, default=3)
+    add_size_args(p, n_rec=64, batch=16, n_layers=3)
     p.add_argument("--repeats", type=int, default=3)
     a = p.parse_args()
     row = {"lib": "braintrace", "algo": a.algo, "T": a.T}

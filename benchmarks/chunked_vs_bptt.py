@@ -45,14 +45,12 @@ import statistics
 import sys
 import time
 
+from _sizes import add_size_args
+
 
 def _parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--n-rec", type=int, default=512)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--n-in", type=int, default=100)
-    p.add_argument("--n-out", type=int, default=10)
-    p.add_argument("--n-layers", type=int, default=1)
+    add_size_args(p, n_rec=512, batch=64, n_layers=1)
     p.add_argument("--T", type=int, default=200)
     p.add_argument("--chunk", type=int, default=100, help="chunk_size of d_rtrl_chunk / es_d_rtrl_chunk")
     p.add_argument("--algos", nargs="+", default=["bptt", "d_rtrl_chunk"])

@@ -31,6 +31,8 @@ import sys
 import time
 import traceback
 
+from _sizes import add_size_args
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ALGOS = ("bptt", "d_rtrl", "d_rtrl_chunk", "es_d_rtrl", "es_d_rtrl_chunk")
 MIB = 2**20
@@ -45,11 +47,7 @@ def _ram_gib() -> float:
 
 def _parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--n-rec", type=int, default=512)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--n-in", type=int, default=100)
-    p.add_argument("--n-out", type=int, default=10)
-    p.add_argument("--n-layers", type=int, default=1)
+    add_size_args(p, n_rec=512, batch=64, n_layers=1)
     p.add_argument("--T", type=int, nargs="+", default=[1000, 10000, 100000])
     p.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
     p.add_argument("--chunk", type=int, default=100, help="chunk_size of the *_chunk rows")

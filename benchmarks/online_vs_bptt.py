@@ -43,6 +43,8 @@ import sys
 import time
 import traceback
 
+from _sizes import add_size_args
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ALGOS = ("bptt", "d_rtrl", "d_rtrl_chunk", "es_d_rtrl", "es_d_rtrl_chunk")
 BT_ALGOS = ("bptt", "d_rtrl", "es_d_rtrl")  # braintrace has no chunked forms (its chunk_size is another feature)
@@ -99,11 +101,7 @@ def _rss_mib():
 
 def _parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--n-rec", type=int, default=64)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--n-in", type=int, default=100)
-    p.add_argument("--n-out", type=int, default=10)
-    p.add_argument("--n-layers", type=int, default=3)
+    add_size_args(p, n_rec=64, batch=16, n_layers=3)
     p.add_argument("--T", type=int, nargs="+", default=[50, 100, 200])
     p.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
     p.add_argument("--chunk", type=int, default=50)
