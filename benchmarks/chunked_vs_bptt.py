@@ -9,7 +9,10 @@ the median of the per-round ratios (each round's algorithms ran back to back), a
 the process CPU time of a call (all threads), which other jobs on the machine move
 less than the wall time, and the minor page faults of a call (the first touch of
 memory the allocator got fresh from the kernel: with glibc's malloc, XLA's per-call
-working set, see ``benchmarks/README.md``).
+working set, see ``benchmarks/README.md``). For disttrace's algorithms also the matrix-product
+FLOPs one call executes (``learner.etrace_grad_compiled``'s optimised HLO, loops counted by
+their trip counts: ``_hlo_flops.dot_flops``) and their ratio to the first algorithm's: the
+arithmetic floor of a time ratio.
 
 Model: ``online_vs_bptt.py``'s (``dt.nn.SpikingNet``, recurrent LIF, MSE every step,
 Bernoulli(0.2) inputs); defaults are the issue's CPU size (one layer, H = 512, batch
@@ -45,6 +48,7 @@ import statistics
 import sys
 import time
 
+from _hlo_flops import dot_flops
 from _sizes import add_size_args
 
 
@@ -122,7 +126,7 @@ def main(argv=None):
     brainstate.random.seed(0)
     xs = (jax.random.uniform(jax.random.PRNGKey(1), (a.T, a.batch, a.n_in)) < 0.2).astype(jnp.float32)
     ys = jax.random.normal(jax.random.PRNGKey(2), (a.T, a.batch, a.n_out))
-    calls = {}
+    calls, flops = {}, {}
     for algo in a.algos:
         if algo.startswith("bt:"):
             call = _braintrace_call(a, algo)
@@ -134,6 +138,9 @@ def main(argv=None):
 
             def call(learner=learner, chunk=chunk, step_fn=step_fn):
                 return jax.block_until_ready(learner.etrace_grad(xs, ys, step_fn=step_fn, chunk_size=chunk))
+
+            compiled = learner.etrace_grad_compiled(xs, ys, step_fn=step_fn, chunk_size=chunk)
+            flops[algo] = dot_flops(compiled.as_text())
 
         t0 = time.perf_counter()
         call()
@@ -158,18 +165,22 @@ def main(argv=None):
     med_cpu_base = statistics.median(cpu[base])
     print(f"allocator: {_allocator()}")
     print(f"{'algo':>18} {'min s':>8} {'median s':>9} {'x ' + base:>10} {'round ratios (median)':>22} "
-          f"{'cpu s (median)':>15} {'cpu x ' + base:>12} {'page faults':>12}")
+          f"{'cpu s (median)':>15} {'cpu x ' + base:>12} {'page faults':>12} {'matmul GFLOP':>13} {'flop x ' + base:>12}")
     for algo in a.algos:
         med = statistics.median(times[algo])
         per_round = statistics.median(t / b for t, b in zip(times[algo], times[base]))
         med_cpu = statistics.median(cpu[algo])
         med_faults = statistics.median(faults[algo])
+        gflop = flops[algo] / 1e9 if algo in flops else None
+        flop_ratio = flops[algo] / flops[base] if algo in flops and base in flops else None
         rows.append({"algo": algo, "min_s": min(times[algo]), "median_s": med, "ratio_median": med / med_base,
                      "ratio_per_round_median": per_round, "cpu_median_s": med_cpu,
                      "cpu_ratio_median": med_cpu / med_cpu_base, "page_faults_median": med_faults,
+                     "matmul_gflop": gflop, "flop_ratio": flop_ratio,
                      "times_s": times[algo], "cpu_s": cpu[algo], "page_faults": faults[algo]})
         print(f"{algo:>18} {min(times[algo]):8.4f} {med:9.4f} {med / med_base:10.3f} {per_round:22.3f} "
-              f"{med_cpu:15.4f} {med_cpu / med_cpu_base:12.3f} {med_faults:12.0f}")
+              f"{med_cpu:15.4f} {med_cpu / med_cpu_base:12.3f} {med_faults:12.0f} "
+              f"{'-' if gflop is None else f'{gflop:.2f}':>13} {'-' if flop_ratio is None else f'{flop_ratio:.3f}':>12}")
     if a.out:
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
         payload = {"command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),

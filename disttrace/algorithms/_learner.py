@@ -578,13 +578,12 @@ class Learner:
         """``run(theta, state, seqs) -> (state, grads (mean over time), losses (T,))``."""
         raise NotImplementedError
 
-    def etrace_grad_memory(self, *seqs, step_fn: Callable, chunk_size: int | None = None) -> dict:
-        """XLA's memory analysis of the compiled :meth:`etrace_grad` for these arguments.
+    def etrace_grad_compiled(self, *seqs, step_fn: Callable, chunk_size: int | None = None) -> jax.stages.Compiled:
+        """The compiled program :meth:`etrace_grad` runs for these arguments, without running it.
 
-        Compiles (or reuses) the same jitted sequence function ``etrace_grad`` runs, without
-        running it, and returns its buffer sizes in bytes: ``temp`` (working memory),
-        ``output`` (gradients and the carried state, i.e. the traces) and ``argument``.
-        ``temp + output`` is the device-independent view of how memory scales with T.
+        Compiles (or reuses) the same jitted sequence function, so its
+        ``memory_analysis()``, ``cost_analysis()`` and optimised HLO (``as_text()``)
+        describe what a call executes. Arguments are as for :meth:`etrace_grad`.
 
         Raises:
           ValueError: as :meth:`etrace_grad` for bad arguments.
@@ -593,7 +592,21 @@ class Learner:
         if callable(step_fn):
             step_fn = self._unitless_step_fn(step_fn, False)[0]  # the function etrace_grad compiles
         fn = self._etrace_fn(seqs, step_fn, chunk_size)
-        ma = fn.lower(self._param_leaves(), self._current_state(), seqs).compile().memory_analysis()
+        return fn.lower(self._param_leaves(), self._current_state(), seqs).compile()
+
+    def etrace_grad_memory(self, *seqs, step_fn: Callable, chunk_size: int | None = None) -> dict:
+        """XLA's memory analysis of the compiled :meth:`etrace_grad` for these arguments.
+
+        Compiles (or reuses) the same jitted sequence function ``etrace_grad`` runs, without
+        running it (:meth:`etrace_grad_compiled`), and returns its buffer sizes in bytes:
+        ``temp`` (working memory), ``output`` (gradients and the carried state, i.e. the
+        traces) and ``argument``. ``temp + output`` is the device-independent view of how
+        memory scales with T.
+
+        Raises:
+          ValueError: as :meth:`etrace_grad` for bad arguments.
+        """
+        ma = self.etrace_grad_compiled(*seqs, step_fn=step_fn, chunk_size=chunk_size).memory_analysis()
         return {
             "temp": int(ma.temp_size_in_bytes),
             "output": int(ma.output_size_in_bytes),

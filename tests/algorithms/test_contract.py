@@ -134,6 +134,20 @@ def test_etrace_grad_memory_reports_the_compiled_sequence(algo):
     assert len(learner._jitted) == n_cached
 
 
+@pytest.mark.parametrize("algo", ["bptt", "d_rtrl"])
+def test_etrace_grad_compiled_is_the_program_etrace_grad_runs(algo):
+    learner = _learner(algo)
+    xs, ys = _data()
+    step_fn = lambda x, y: learner.loss_fn(learner(x), y)
+    compiled = learner.etrace_grad_compiled(xs, ys, step_fn=step_fn)
+    assert isinstance(compiled, jax.stages.Compiled) and "ENTRY" in compiled.as_text()
+    ma = compiled.memory_analysis()
+    assert learner.etrace_grad_memory(xs, ys, step_fn=step_fn)["temp"] == ma.temp_size_in_bytes
+    n_cached = len(learner._jitted)
+    learner.etrace_grad(xs, ys, step_fn=step_fn)
+    assert len(learner._jitted) == n_cached
+
+
 @pytest.mark.parametrize("how", ["learner.reset_state", "init_all_states"])
 @pytest.mark.parametrize("algo", sorted(ALGOS))
 def test_reset_starts_the_next_trial_afresh(algo, how):

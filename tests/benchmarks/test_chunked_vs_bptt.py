@@ -1,6 +1,6 @@
 """``benchmarks/chunked_vs_bptt.py`` runs at a tiny size: every algorithm gets a time and a
-ratio to the first one, the JSON holds every round (time, CPU time, page faults) and the
-allocator, and the table is printed."""
+ratio to the first one and its matrix-product FLOPs, the JSON holds every round (time, CPU
+time, page faults) and the allocator, and the table is printed."""
 
 import json
 import math
@@ -28,8 +28,12 @@ def test_tiny_run_writes_every_algorithm(tmp_path):
         assert len(row["times_s"]) == 2 and all(math.isfinite(t) and t > 0 for t in row["times_s"])
         assert math.isfinite(row["ratio_median"]) and row["ratio_median"] > 0
         assert len(row["page_faults"]) == 2 and all(f >= 0 for f in row["page_faults"])
+        assert row["matmul_gflop"] > 0 and row["flop_ratio"] > 0
+    # BPTT's three products per step (forward, backward, weight gradient) against chunked
+    # D-RTRL's four (forward, backward to h_{t-1}, the chunk's gradient and trace update)
+    assert rows["d_rtrl_chunk"]["flop_ratio"] > 1.0
     assert data["allocator"].split()[0] in ("glibc", "jemalloc", "tcmalloc", "mimalloc", "unknown")
-    assert "x bptt" in r.stdout and "d_rtrl_chunk" in r.stdout and "page faults" in r.stdout
+    assert "x bptt" in r.stdout and "d_rtrl_chunk" in r.stdout and "page faults" in r.stdout and "matmul GFLOP" in r.stdout
 
 
 def test_braintrace_rows_need_braintrace_and_say_how(tmp_path):
