@@ -1,18 +1,21 @@
 """Chunked D-RTRL against BPTT in one process, alternating, medians (issue 14's CPU target).
 
 Rows run in separate processes move with a shared machine's load; this script builds
-every learner in one process and times them in turns (A B C, B C A, C A B, ...), so a
-drift in the load weighs on all of them alike. Reported per algorithm: min and median
+every learner in one process and times them in turns, each round in a new random order
+(seeded), so a drift in the load weighs on all of them alike and no algorithm always runs
+right after the same one (a call that follows one which just freed a large working set,
+or ran a different program, is slower: rotating a fixed order kept each one's predecessor
+and biased a comparison of two equal programs by 5 %). Reported per algorithm: min and median
 wall seconds of one ``learner.etrace_grad`` call (``jax.block_until_ready`` on the
 gradients), the ratios of the medians to the first algorithm's (BPTT by default),
 the median of the per-round ratios (each round's algorithms ran back to back), and
 the process CPU time of a call (all threads), which other jobs on the machine move
 less than the wall time, and the minor page faults of a call (the first touch of
 memory the allocator got fresh from the kernel: with glibc's malloc, XLA's per-call
-working set, see ``benchmarks/README.md``). For disttrace's algorithms also the matrix-product
-FLOPs one call executes (``learner.etrace_grad_compiled``'s optimised HLO, loops counted by
-their trip counts: ``_hlo_flops.dot_flops``) and their ratio to the first algorithm's: the
-arithmetic floor of a time ratio.
+working set, see ``benchmarks/README.md``). Also the matrix-product FLOPs one call
+executes (the optimised HLO of ``learner.etrace_grad_compiled``, or of braintrace's jitted
+call, loops counted by their trip counts: ``_hlo_flops.dot_flops``) and their ratio to the
+first algorithm's: the arithmetic floor of a time ratio.
 
 Model: ``online_vs_bptt.py``'s (``dt.nn.SpikingNet``, recurrent LIF, MSE every step,
 Bernoulli(0.2) inputs); defaults are the issue's CPU size (one layer, H = 512, batch
@@ -22,7 +25,8 @@ Usage::
 
     python benchmarks/chunked_vs_bptt.py --rounds 15
     python benchmarks/chunked_vs_bptt.py --algos bptt d_rtrl_chunk d_rtrl_chunk:50 --rounds 15
-    # with an allocator that keeps freed pages (Debian/Ubuntu: apt install libjemalloc2)
+    # glibc keeping freed memory (disttrace.allocator.keep_freed_memory), or jemalloc
+    python benchmarks/chunked_vs_bptt.py --rounds 20 --keep-freed-memory
     LD_PRELOAD=libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 \
         python benchmarks/chunked_vs_bptt.py --rounds 20
 
@@ -43,6 +47,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import resource
 import statistics
 import sys
@@ -59,12 +64,15 @@ def _parser():
     p.add_argument("--chunk", type=int, default=100, help="chunk_size of d_rtrl_chunk / es_d_rtrl_chunk")
     p.add_argument("--algos", nargs="+", default=["bptt", "d_rtrl_chunk"])
     p.add_argument("--rounds", type=int, default=10, help="timed calls of each algorithm (after one warm-up)")
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="disttrace.allocator.keep_freed_memory() first: glibc keeps freed memory (no page faults)")
     p.add_argument("--out", default=None, help="JSON path (optional)")
     return p
 
 
 def _braintrace_call(a, algo):
-    """braintrace's timed call for ``bt:<algo>`` (same model, data and sizes)."""
+    """``(call, matmul FLOPs)``: braintrace's timed call for ``bt:<algo>`` (same model, data
+    and sizes) and what its compiled program executes in matrix products."""
     try:
         import braintrace  # noqa: F401
     except ImportError as e:
@@ -81,7 +89,7 @@ def _braintrace_call(a, algo):
     sizes = argparse.Namespace(algo=name, T=a.T, n_in=a.n_in, n_rec=a.n_rec, n_out=a.n_out, batch=a.batch,
                                n_layers=a.n_layers)
     run, xs, ys = make_call(sizes)
-    return lambda: jax.block_until_ready(run(xs, ys))
+    return lambda: jax.block_until_ready(run(xs, ys)), dot_flops(run.lower(xs, ys).compile().as_text())
 
 
 def _learner(a, algo):
@@ -104,8 +112,9 @@ def _learner(a, algo):
     return learner, chunk
 
 
-def _allocator() -> str:
-    """The malloc this process runs on: a preloaded jemalloc/tcmalloc/mimalloc, else glibc."""
+def _allocator(kept: bool = False) -> str:
+    """The malloc this process runs on: a preloaded jemalloc/tcmalloc/mimalloc, else glibc
+    (``kept``: set by ``disttrace.allocator.keep_freed_memory``)."""
     try:
         with open("/proc/self/maps") as f:
             maps = f.read()
@@ -114,11 +123,20 @@ def _allocator() -> str:
     for name in ("jemalloc", "tcmalloc", "mimalloc"):
         if name in maps:
             return name + (f" (MALLOC_CONF={os.environ['MALLOC_CONF']})" if "MALLOC_CONF" in os.environ else "")
+    if kept:
+        return "glibc (disttrace.allocator.keep_freed_memory)"
     return "glibc" + (f" (GLIBC_TUNABLES={os.environ['GLIBC_TUNABLES']})" if "GLIBC_TUNABLES" in os.environ else "")
 
 
 def main(argv=None):
     a = _parser().parse_args(argv)
+    kept = False
+    if a.keep_freed_memory:
+        import disttrace as dt
+
+        kept = dt.allocator.keep_freed_memory()
+        if not kept:
+            print("--keep-freed-memory: this process's C library is not glibc; nothing changed", flush=True)
     import brainstate
     import jax
     import jax.numpy as jnp
@@ -129,7 +147,7 @@ def main(argv=None):
     calls, flops = {}, {}
     for algo in a.algos:
         if algo.startswith("bt:"):
-            call = _braintrace_call(a, algo)
+            call, flops[algo] = _braintrace_call(a, algo)
         else:
             learner, chunk = _learner(a, algo)
 
@@ -149,7 +167,7 @@ def main(argv=None):
     times = {algo: [] for algo in a.algos}
     cpu = {algo: [] for algo in a.algos}
     faults = {algo: [] for algo in a.algos}
-    order = list(a.algos)
+    order, rng = list(a.algos), random.Random(0)
     for _ in range(a.rounds):
         for algo in order:
             f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -158,12 +176,12 @@ def main(argv=None):
             times[algo].append(time.perf_counter() - t0)
             cpu[algo].append(time.process_time() - c0)
             faults[algo].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
-        order = order[1:] + order[:1]
+        rng.shuffle(order)
     base = a.algos[0]
     med_base = statistics.median(times[base])
     rows = []
     med_cpu_base = statistics.median(cpu[base])
-    print(f"allocator: {_allocator()}")
+    print(f"allocator: {_allocator(kept)}")
     print(f"{'algo':>18} {'min s':>8} {'median s':>9} {'x ' + base:>10} {'round ratios (median)':>22} "
           f"{'cpu s (median)':>15} {'cpu x ' + base:>12} {'page faults':>12} {'matmul GFLOP':>13} {'flop x ' + base:>12}")
     for algo in a.algos:
@@ -185,7 +203,7 @@ def main(argv=None):
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
         payload = {"command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
                    "device": str(jax.devices()[0]), "jax": jax.__version__, "machine": platform.machine(),
-                   "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "allocator": _allocator(),
+                   "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "allocator": _allocator(kept),
                    "args": vars(a), "rows": rows}
         with open(a.out, "w") as f:
             json.dump(payload, f, indent=2)

@@ -10,6 +10,7 @@ YAML) -> ``testing`` (BPTT oracle helpers). ``launch/`` sits on top. See docs/de
 """
 
 from disttrace import algorithms as algorithms
+from disttrace import allocator as allocator
 from disttrace import checkpoint as checkpoint
 from disttrace import compiler as compiler
 from disttrace import distributed as distributed
@@ -82,6 +83,7 @@ __all__ = [
     "ThreeFactor",
     "UORO",
     "algorithms",
+    "allocator",
     "checkpoint",
     "compile",
     "compile_etrace_graph",

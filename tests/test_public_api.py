@@ -13,7 +13,7 @@ import sys
 import disttrace as dt
 
 SNAPSHOT = pathlib.Path(__file__).with_name("public_api.json")
-PACKAGES = ("", "algorithms", "checkpoint", "compiler", "distributed", "lora", "nn", "ops", "streaming", "tasks", "train", "units")
+PACKAGES = ("", "algorithms", "allocator", "checkpoint", "compiler", "distributed", "lora", "nn", "ops", "streaming", "tasks", "train", "units")
 
 
 def _default(value) -> str:

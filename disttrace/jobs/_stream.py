@@ -115,6 +115,7 @@ def worker_spec(cfg):
         reset_every=cfg.task.build().length if trial else None,
         evaluate_every_log=trial and s.mode != "sync", tpu_slice=s.tpu_slice,
         config={**config.to_data(cfg), "checkpoint": {**config.to_data(cfg.checkpoint), "directory": directory}},
+        keep_freed_memory=cfg.keep_freed_memory,
     )
 
 

@@ -49,6 +49,8 @@ def train_trials(cfg, *, restore_step: int | None = None):
 
     import disttrace as dt
 
+    if cfg.keep_freed_memory:
+        dt.allocator.keep_freed_memory()
     brainstate.random.seed(cfg.seed)
     task = cfg.task.build()
     net = cfg.model.build(task.n_in, task.n_out)

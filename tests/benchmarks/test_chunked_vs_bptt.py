@@ -4,6 +4,7 @@ time, page faults) and the allocator, and the table is printed."""
 
 import json
 import math
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,17 @@ def test_braintrace_rows_need_braintrace_and_say_how(tmp_path):
                        cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0
     assert "bt:bptt" in r.stderr and "setup_braintrace.sh --with-disttrace" in r.stderr
+
+
+def test_keep_freed_memory_is_recorded(tmp_path):
+    out = tmp_path / "r.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "chunked_vs_bptt.py"), "--n-in", "3", "--n-rec", "4",
+                        "--n-out", "2", "--batch", "2", "--T", "4", "--rounds", "1", "--algos", "bptt",
+                        "--keep-freed-memory", "--out", str(out)],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    allocator = json.loads(out.read_text())["allocator"]
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert allocator == "glibc (disttrace.allocator.keep_freed_memory)"
+    else:
+        assert "not glibc" in r.stdout

@@ -38,6 +38,7 @@ import socket
 import threading
 import traceback
 
+from disttrace.allocator import keep_freed_memory
 from disttrace.streaming.ray._spec import WorkerSpec, build_source, build_trainer, worker_directory
 
 __all__ = ["StreamWorker"]
@@ -76,6 +77,8 @@ class StreamWorker:
 
     def __init__(self, spec: WorkerSpec, rank: int):
         self.spec, self.rank = spec, rank
+        if spec.keep_freed_memory:  # this actor's process is the run's own
+            keep_freed_memory()
         self.directory = worker_directory(spec, rank)
         self.trainer = self.source = self.checkpointer = None
         self._thread: threading.Thread | None = None

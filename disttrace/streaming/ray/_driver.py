@@ -44,6 +44,7 @@ from collections.abc import Callable
 
 import ray
 
+from disttrace.allocator import keep_freed_memory
 from disttrace.streaming import Ledger, format_metrics
 from disttrace.streaming.ray._actor import StreamWorker
 from disttrace.streaming.ray._address import connect, disconnect
@@ -75,6 +76,8 @@ def _run_local(spec: WorkerSpec, should_stop, on_metrics, clock: Callable[[], fl
     from disttrace.streaming import run_worker
 
     started = clock()
+    if spec.keep_freed_memory:
+        keep_freed_memory()
     trainer, source = build_trainer(spec), build_source(spec, 0)
     directory = worker_directory(spec, 0)
     ckpt = None if directory is None else Checkpointer(directory, max_to_keep=spec.max_to_keep)

@@ -81,6 +81,9 @@ class WorkerSpec:
       tpu_slice: ``{"topology", "accelerator_version"}``: place one worker per host of a
         TPU slice (``ray.util.tpu.slice_placement_group``).
       config: the ``TrainConfig`` (plain data) the factories read, or ``None``.
+      keep_freed_memory: each worker's process keeps the memory XLA frees for the next
+        step (:func:`disttrace.allocator.keep_freed_memory`); in ``local`` mode that is
+        the calling process, hence off by default.
     """
 
     mode: str = "local"
@@ -112,6 +115,7 @@ class WorkerSpec:
     evaluate_every_log: bool = False
     tpu_slice: Mapping[str, Any] | None = None
     config: Mapping[str, Any] | None = None
+    keep_freed_memory: bool = False
 
     def __post_init__(self):
         who = "WorkerSpec"
@@ -181,6 +185,7 @@ class WorkerSpec:
             value = getattr(self, name)
             if not isinstance(value, str) or value.count(":") != 1:
                 raise ValueError(f"{who}: argument {name!r} must be 'module:function'; got {value!r}")
+        checks.boolean(who, "keep_freed_memory", self.keep_freed_memory)
         for name in ("tpu_slice", "config"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Mapping):
