@@ -12,8 +12,8 @@
   checkpoint, so a restarted worker resumes exactly once.
 
 No Ray here (``import disttrace.streaming`` never imports it); the Ray actors that run
-:func:`run_worker` live in ``disttrace.streaming.ray`` (``local`` and ``async`` modes are
-built; ``sync``, one ``jax.distributed`` job across actors, is not yet).
+:func:`run_worker` live in ``disttrace.streaming.ray`` (``local``, ``sync`` — one
+``jax.distributed`` job across the actors — and ``async`` modes).
 
 Layer: above ``disttrace.train`` (it drives a ``Trainer`` and a ``Checkpointer``, both
 injected), below ``disttrace.config``.
