@@ -30,7 +30,10 @@ Usage::
     LD_PRELOAD=libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 \
         python benchmarks/chunked_vs_bptt.py --rounds 20
 
-An algorithm ``d_rtrl_chunk:U`` (``es_d_rtrl_chunk:U``) runs with ``chunk_size=U``.
+An algorithm ``d_rtrl_chunk:U`` (``es_d_rtrl_chunk:U``) runs with ``chunk_size=U``;
+``d_rtrl_chunk:auto`` with the chunk size ``learner.tune_chunk_size`` measures first (what
+``chunk_size="auto"`` does at its first call; the choice and the candidates' times are printed
+and kept in the JSON).
 ``bt:bptt``, ``bt:es_d_rtrl`` and ``bt:d_rtrl`` are braintrace 0.2.8's, the same model
 and data (``_braintrace_worker.make_call``), timed in the same rounds: they need an
 interpreter with both libraries (``bash benchmarks/setup_braintrace.sh --with-disttrace``
@@ -100,7 +103,7 @@ def _learner(a, algo):
     net = dt.nn.SpikingNet(a.n_in, a.n_rec, a.n_out, n_layers=a.n_layers, neuron="lif", recurrent=True, tau_out=0.0)
     x0 = jnp.zeros((a.batch, a.n_in))
     name, _, u = algo.partition(":")
-    chunk = (int(u) if u else a.chunk) if name.endswith("_chunk") else None
+    chunk = ((u if u == "auto" else int(u)) if u else a.chunk) if name.endswith("_chunk") else None
     if name == "bptt":
         learner = dt.compile(net, dt.BPTT, x0, batch_size=a.batch)
     elif name.startswith("es_d_rtrl"):
@@ -144,7 +147,7 @@ def main(argv=None):
     brainstate.random.seed(0)
     xs = (jax.random.uniform(jax.random.PRNGKey(1), (a.T, a.batch, a.n_in)) < 0.2).astype(jnp.float32)
     ys = jax.random.normal(jax.random.PRNGKey(2), (a.T, a.batch, a.n_out))
-    calls, flops = {}, {}
+    calls, flops, chunks = {}, {}, {}
     for algo in a.algos:
         if algo.startswith("bt:"):
             call, flops[algo] = _braintrace_call(a, algo)
@@ -153,6 +156,15 @@ def main(argv=None):
 
             def step_fn(x, y, learner=learner):
                 return jnp.mean((learner(x) - y) ** 2)
+
+            if chunk == "auto":  # what etrace_grad(chunk_size="auto") does at its first call, shown
+                t0 = time.perf_counter()
+                choice = learner.tune_chunk_size(xs, ys, step_fn=step_fn)
+                chunk = choice.chunk_size
+                timed = ", ".join(f"{u}: {sec:.4f} s" for u, sec in choice.seconds.items())
+                print(f"{algo:>18}: chunk_size {chunk} ({timed}; tuning took {time.perf_counter() - t0:.1f} s)",
+                      flush=True)
+                chunks[algo] = {"chunk_size": chunk, "seconds": choice.seconds}
 
             def call(learner=learner, chunk=chunk, step_fn=step_fn):
                 return jax.block_until_ready(learner.etrace_grad(xs, ys, step_fn=step_fn, chunk_size=chunk))
@@ -194,7 +206,7 @@ def main(argv=None):
         rows.append({"algo": algo, "min_s": min(times[algo]), "median_s": med, "ratio_median": med / med_base,
                      "ratio_per_round_median": per_round, "cpu_median_s": med_cpu,
                      "cpu_ratio_median": med_cpu / med_cpu_base, "page_faults_median": med_faults,
-                     "matmul_gflop": gflop, "flop_ratio": flop_ratio,
+                     "matmul_gflop": gflop, "flop_ratio": flop_ratio, "auto_chunk": chunks.get(algo),
                      "times_s": times[algo], "cpu_s": cpu[algo], "page_faults": faults[algo]})
         print(f"{algo:>18} {min(times[algo]):8.4f} {med:9.4f} {med / med_base:10.3f} {per_round:22.3f} "
               f"{med_cpu:15.4f} {med_cpu / med_cpu_base:12.3f} {med_faults:12.0f} "

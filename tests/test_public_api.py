@@ -55,7 +55,7 @@ def current() -> dict:
             api[key] = _signature(obj) if kind == "callable" else kind
     # methods users call on a learner
     for cls in (dt.algorithms.OnlineLearner, dt.algorithms.BPTTLearner):
-        for meth in ("etrace_grad", "etrace_grad_compiled", "etrace_grad_memory", "init", "step", "params", "predict", "reset_state"):
+        for meth in ("etrace_grad", "etrace_grad_compiled", "etrace_grad_memory", "tune_chunk_size", "init", "step", "params", "predict", "reset_state"):
             api[f"{cls.__name__}.{meth}"] = _signature(getattr(cls, meth))
     return api
 

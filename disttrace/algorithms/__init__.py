@@ -8,6 +8,8 @@ a :class:`LearningRule` bound to one trace op plus the spec that assigns it; the
 from disttrace.algorithms._bptt import BPTT as BPTT
 from disttrace.algorithms._bptt import BPTTLearner as BPTTLearner
 from disttrace.algorithms._bptt import BPTTState as BPTTState
+from disttrace.algorithms._chunk_tuning import ChunkChoice as ChunkChoice
+from disttrace.algorithms._chunk_tuning import chunk_candidates as chunk_candidates
 from disttrace.algorithms._compile import compile as compile  # noqa: A004
 from disttrace.algorithms._d_rtrl import DRTRLRule as DRTRLRule
 from disttrace.algorithms._d_rtrl import DRTRLTrace as DRTRLTrace
@@ -60,6 +62,7 @@ __all__ = [
     "Algorithm",
     "BPTTLearner",
     "BPTTState",
+    "ChunkChoice",
     "ControlFlowPolicy",
     "D_RTRL",
     "DRTRLRule",
@@ -100,6 +103,7 @@ __all__ = [
     "UOROTrace",
     "UnbatchedBinding",
     "assign_modes",
+    "chunk_candidates",
     "compile",
     "param_trace_bytes",
     "pp_prop",

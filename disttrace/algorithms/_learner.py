@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import AxisType, Mesh, NamedSharding
 
+from disttrace.algorithms._chunk_tuning import AUTO, ChunkChoice, chunk_candidates, fastest_chunk
 from disttrace.algorithms._fn_cache import JitCache, function_key
 from disttrace.checks import boolean, one_of, positive_int
 from disttrace.compiler import ETraceGraph, ModuleBinding, is_tracer, path_str, run_step
@@ -157,6 +158,7 @@ class Learner:
         self._active_call: Callable | None = None
         self._jitted = JitCache()
         self._loss_units = JitCache(max_size=64, warn_after=2**31)  # function_key -> _LossUnit
+        self._chunk_choices: dict = {}  # (step_fn key, sequence shapes) -> ChunkChoice
 
     # ---- state access -----------------------------------------------------------
     @property
@@ -268,7 +270,7 @@ class Learner:
         *seqs,
         step_fn: Callable,
         return_value: bool = False,
-        chunk_size: int | None = None,
+        chunk_size: int | str | None = None,
         mask=None,
         weights: dict | None = None,
         reduction: str = "mean",
@@ -290,8 +292,8 @@ class Learner:
           step_fn: ``step_fn(*seq_t) -> scalar`` (or ``(scalar, aux)`` with ``has_aux``)
             that calls ``learner(x_t)`` exactly once.
           return_value: also return the losses, as ``loss_output`` says.
-          chunk_size: contract the traces once per chunk of this many steps instead
-            of every step (the same gradient, to rounding): D-RTRL traces of
+          chunk_size: ``"auto"``, or contract the traces once per chunk of this many
+            steps instead of every step (the same gradient, to rounding): D-RTRL traces of
             matmul-family weights are read and written once per chunk, and every
             ES-D-RTRL weight gradient, and a chunked D-RTRL weight's same-step term,
             becomes one matrix product per chunk (ops whose rule is ``es_foldable``;
@@ -302,7 +304,10 @@ class Learner:
             a convolution's input is its patch matrix (window × channels per output
             position), so ES-D-RTRL on large convolutions wants small chunks.
             Accepted and ignored by ``BPTT``. (Not braintrace's window mode: ``step_fn``
-            still gets one step.)
+            still gets one step.) ``"auto"``: the fastest of a few sizes, measured once per
+            ``step_fn`` and sequence shapes by :meth:`tune_chunk_size` (a one-off cost of a
+            compile and three calls per candidate) and reused; the choice can differ
+            between machines, so pass an int for bitwise-reproducible runs.
           mask: (T,) per-step loss weights (any values, not only 0/1); ``None``: all
             ones. It weights the loss only: the model and the traces advance at every step.
           weights: the ``ParamState``s to return gradients for, a dict like (a subset of)
@@ -337,6 +342,7 @@ class Learner:
         selected = self._selected_paths(weights)
         if callable(step_fn):
             step_fn, loss_unit = self._unitless_step_fn(step_fn, has_aux)
+        chunk_size = self._resolve_chunk(seqs, step_fn, chunk_size)
         if mask is None and not has_aux and reduction == "mean":  # today's path, unchanged
             fn = self._etrace_fn(seqs, step_fn, chunk_size)
             state, grads, losses = fn(self._param_leaves(), self._current_state(), seqs)
@@ -574,11 +580,82 @@ class Learner:
     def _effective_chunk(self, chunk_size: int | None) -> int | None:
         return chunk_size
 
+    def _has_chunked_form(self) -> bool:
+        """Whether ``chunk_size`` changes what :meth:`etrace_grad` computes (else "auto" times nothing)."""
+        return False
+
+    def tune_chunk_size(self, *seqs, step_fn: Callable, candidates=None) -> ChunkChoice:
+        """Measures which ``chunk_size`` makes :meth:`etrace_grad` fastest on these inputs.
+
+        For each candidate the program ``etrace_grad`` would run is compiled and called
+        three times on ``seqs`` (the first untimed), from the learner's current state,
+        which is left unchanged: nothing is stored, no trace is donated. The choice is
+        kept per ``step_fn`` (as the jit cache keys it) and sequence shapes; a later
+        ``etrace_grad(..., chunk_size="auto")`` with the same ones uses it without timing.
+
+        Args:
+          *seqs, step_fn: as for :meth:`etrace_grad`.
+          candidates: chunk sizes to try (positive ints); default
+            ``disttrace.algorithms.chunk_candidates(T)``: 32, 64, 128, 256 below T, and T
+            when T ≤ 256.
+
+        Returns:
+          ``ChunkChoice(chunk_size, seconds)``: the fastest candidate and each one's best
+          wall time; ``ChunkChoice(None, {})`` for a learner without a chunked form
+          (``BPTT``, RTRL, a rule without one), whose calls are the same for every size.
+
+        Raises:
+          ValueError: on bad sequences or ``candidates``, or when the inputs or the
+            parameters are traced (inside ``jax.jit`` nothing can be timed: tune outside
+            once, or pass an int).
+        """
+        self.sync()
+        if callable(step_fn):
+            step_fn = self._unitless_step_fn(step_fn, False)[0]  # the function etrace_grad compiles
+        return self._tuned_chunk(_auto_axes(seqs), step_fn, candidates, refresh=True)
+
+    def _resolve_chunk(self, seqs: tuple, step_fn, chunk_size):
+        """``chunk_size`` as an int or None: ``"auto"`` becomes the measured choice."""
+        if not isinstance(chunk_size, str):
+            return chunk_size
+        if chunk_size != AUTO:
+            raise ValueError(f"etrace_grad: argument 'chunk_size' must be a positive int, None or 'auto'; got {chunk_size!r}")
+        return self._tuned_chunk(seqs, step_fn, None, refresh=False).chunk_size
+
+    def _tuned_chunk(self, seqs: tuple, step_fn, candidates, refresh: bool) -> ChunkChoice:
+        t_len = self._check_etrace_args(seqs, step_fn, None)
+        if candidates is None:
+            candidates = chunk_candidates(t_len)
+        else:
+            candidates = tuple(sorted({positive_int("tune_chunk_size", "candidates", u) for u in candidates}))
+            if not candidates:
+                raise ValueError("tune_chunk_size: argument 'candidates' must hold at least one chunk size; got none")
+        if not self._has_chunked_form():
+            return ChunkChoice(None, {})
+        shapes = tuple((jnp.shape(a), jnp.result_type(a).name) for a in jax.tree.leaves(seqs))
+        key = (function_key(step_fn), shapes, candidates)
+        if not refresh and key in self._chunk_choices:
+            return self._chunk_choices[key]
+        theta, state = self._param_leaves(), self._current_state()
+        if any(is_tracer(a) for a in jax.tree.leaves((seqs, theta, state))):
+            raise ValueError(
+                "etrace_grad: chunk_size='auto' times the candidate chunk sizes on the call's inputs, which are traced "
+                "here (inside jax.jit or brainstate.transform.jit): pass an int, or call learner.tune_chunk_size(...) "
+                "once outside the jit and pass its chunk_size"
+            )
+
+        def compile_call(u):
+            compiled = self._etrace_fn(seqs, step_fn, u).lower(theta, state, seqs).compile()
+            return lambda: compiled(theta, state, seqs)
+
+        self._chunk_choices[key] = choice = fastest_chunk(candidates, compile_call)
+        return choice
+
     def _sequence_fn(self, step_fn: Callable, chunk_size: int | None, t_len: int) -> Callable:
         """``run(theta, state, seqs) -> (state, grads (mean over time), losses (T,))``."""
         raise NotImplementedError
 
-    def etrace_grad_compiled(self, *seqs, step_fn: Callable, chunk_size: int | None = None) -> jax.stages.Compiled:
+    def etrace_grad_compiled(self, *seqs, step_fn: Callable, chunk_size: int | str | None = None) -> jax.stages.Compiled:
         """The compiled program :meth:`etrace_grad` runs for these arguments, without running it.
 
         Compiles (or reuses) the same jitted sequence function, so its
@@ -591,10 +668,11 @@ class Learner:
         self.sync()
         if callable(step_fn):
             step_fn = self._unitless_step_fn(step_fn, False)[0]  # the function etrace_grad compiles
-        fn = self._etrace_fn(seqs, step_fn, chunk_size)
+        seqs = _auto_axes(seqs)
+        fn = self._etrace_fn(seqs, step_fn, self._resolve_chunk(seqs, step_fn, chunk_size))
         return fn.lower(self._param_leaves(), self._current_state(), seqs).compile()
 
-    def etrace_grad_memory(self, *seqs, step_fn: Callable, chunk_size: int | None = None) -> dict:
+    def etrace_grad_memory(self, *seqs, step_fn: Callable, chunk_size: int | str | None = None) -> dict:
         """XLA's memory analysis of the compiled :meth:`etrace_grad` for these arguments.
 
         Compiles (or reuses) the same jitted sequence function ``etrace_grad`` runs, without

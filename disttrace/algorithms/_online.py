@@ -307,6 +307,9 @@ class OnlineLearner(Learner):
     def _chunked_ops(self) -> frozenset:
         return frozenset(op.index for op, r in self._pairs if r.chunked)
 
+    def _has_chunked_form(self) -> bool:
+        return bool(self._chunked_ops())
+
     def _deferred_ops(self) -> tuple:
         """Ops whose same-step weight gradient a chunked sequence contracts once per chunk:
         those that reach no hidden group (a readout), have weights from parameters and a

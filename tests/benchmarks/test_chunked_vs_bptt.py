@@ -18,12 +18,14 @@ def test_tiny_run_writes_every_algorithm(tmp_path):
     out = tmp_path / "r.json"
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "chunked_vs_bptt.py"), "--n-in", "3", "--n-rec", "4",
                         "--n-out", "2", "--batch", "2", "--T", "6", "--chunk", "3", "--rounds", "2",
-                        "--algos", "bptt", "d_rtrl_chunk", "es_d_rtrl_chunk:2", "--out", str(out)],
+                        "--algos", "bptt", "d_rtrl_chunk", "es_d_rtrl_chunk:2", "d_rtrl_chunk:auto", "--out", str(out)],
                        cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads(out.read_text())
     rows = {row["algo"]: row for row in data["rows"]}
-    assert list(rows) == ["bptt", "d_rtrl_chunk", "es_d_rtrl_chunk:2"]
+    assert list(rows) == ["bptt", "d_rtrl_chunk", "es_d_rtrl_chunk:2", "d_rtrl_chunk:auto"]
+    # T = 6 has one candidate, T itself: chosen without timing
+    assert rows["d_rtrl_chunk:auto"]["auto_chunk"] == {"chunk_size": 6, "seconds": {}}
     assert rows["bptt"]["ratio_median"] == 1.0
     for row in rows.values():
         assert len(row["times_s"]) == 2 and all(math.isfinite(t) and t > 0 for t in row["times_s"])
