@@ -9,6 +9,7 @@ it without any file.
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 from disttrace.config._schema import ConfigError, positive_int
 from disttrace.config._sections import (
@@ -94,7 +95,8 @@ class TrainConfig:
       algorithm, model, task, loss, optimizer, checkpoint, mesh: the sections.
       batch_size: trials per update (B).
       steps: optimizer updates (trials of ``batch_size``) in total, resumed ones included.
-      chunk_size: trace contraction chunk of ``etrace_grad`` (null: step by step).
+      chunk_size: trace contraction chunk of ``etrace_grad`` (null: step by step;
+        ``auto``: the fastest of a few sizes, measured at the first trial).
       eval_batch: held-out trials for the final accuracy.
       seed: model initialisation and data.
       log_every: print the running loss every this many steps.
@@ -120,7 +122,7 @@ class TrainConfig:
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     batch_size: int = 32
     steps: int = 400
-    chunk_size: int | None = 32
+    chunk_size: int | Literal["auto"] | None = 32
     eval_batch: int = 256
     seed: int = 0
     log_every: int = 10
@@ -134,7 +136,10 @@ class TrainConfig:
             raise ConfigError("nonfinite", f"must be one of ['skip', 'raise', 'ignore']; got {self.nonfinite!r}")
         for k in ("batch_size", "steps", "eval_batch", "log_every", "max_skips"):
             positive_int(k, getattr(self, k))
-        positive_int("chunk_size", self.chunk_size, allow_none=True)
+        if self.chunk_size != "auto" and self.chunk_size is not None and (
+            isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int) or self.chunk_size < 1
+        ):
+            raise ConfigError("chunk_size", f"must be a positive int, 'auto' or null; got {self.chunk_size!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError("seed", f"must be an int >= 0; got {self.seed!r}")
         if self.batch_size % self.mesh.data:

@@ -107,7 +107,8 @@ class Trainer:
         without one gets this one for its online steps (``learner.loss_fn`` is set).
         (:meth:`train_batch`, the labels-and-mask convenience, always uses
         ``masked_cross_entropy``.)
-      chunk_size: passed to ``etrace_grad`` in trials (``None``: step by step).
+      chunk_size: passed to ``etrace_grad`` in trials (``None``: step by step; ``"auto"``:
+        measured at the first trial of each shape, ``learner.tune_chunk_size``).
       params: ``"model"`` (shard parameters' output axis on ``model``) or ``"replicated"``.
       overrides: per-path ``PartitionSpec`` overrides (``disttrace.distributed.partition_rules``).
       seed: seed of the state's RNG key (:meth:`next_key`).
@@ -150,7 +151,7 @@ class Trainer:
         mesh: jax.sharding.Mesh | None = None,
         *,
         loss_fn: Callable | None = None,
-        chunk_size: int | None = None,
+        chunk_size: int | str | None = None,
         params: str = "model",
         overrides: Mapping | None = None,
         seed: int = 0,
@@ -172,8 +173,13 @@ class Trainer:
                 f"{who}: argument 'loss_fn' ({getattr(loss_fn, '__name__', loss_fn)!r}) differs from the learner's own "
                 f"loss_fn ({getattr(own, '__name__', own)!r}); compile the learner without loss_fn or pass the same one"
             )
-        if chunk_size is not None:
-            checks.positive_int(who, "chunk_size", chunk_size)
+        if chunk_size is not None and chunk_size != "auto":
+            if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
+                raise checks.ArgumentTypeError(
+                    f"{who}: argument 'chunk_size' must be a positive int, 'auto' or None; got {chunk_size!r}"
+                )
+            if chunk_size < 1:
+                raise ValueError(f"{who}: argument 'chunk_size' must be a positive int, 'auto' or None; got {chunk_size!r}")
         checks.boolean(who, "donate", donate)
         limit = check_policy(who, nonfinite, max_skips)
         checks.positive_int(who, "check_every", check_every)

@@ -82,7 +82,7 @@ def test_typed_conversion_and_yaml_numbers():
         config.load(None, [("optimizer.learning_rate", "fast")])
     with pytest.raises(ConfigError, match=r"'optimizer.learning_rate': must be a number > 0; got -1.0"):
         config.load(None, ["optimizer.learning_rate=-1"])
-    with pytest.raises(ConfigError, match=r"'chunk_size': must be an int or null; got 'x'"):
+    with pytest.raises(ConfigError, match=r"'chunk_size': must be an int or one of \['auto'\] or null; got 'x'"):
         config.load(None, ["chunk_size=x"])
     with pytest.raises(ConfigError, match=r"'model.tau_a': applies to neuron 'alif' only"):
         config.load(None, ["model.neuron=lif", "model.tau_a=5"])

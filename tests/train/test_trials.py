@@ -118,3 +118,16 @@ def test_evaluate_counts_correct_trials(algo):
     pooled = np.einsum("t,tbc->bc", np.asarray(mask), np.asarray(logits))
     assert acc == pytest.approx(float(np.mean(np.argmax(pooled, -1) == np.asarray(labels))))
     assert trainer.accuracy(xs, labels, mask) == acc
+
+
+def test_auto_chunk_size_is_measured_at_the_first_trial_and_equals_the_choice():
+    """``Trainer(chunk_size="auto")``: the first trial measures (``learner.tune_chunk_size``), later
+    trials of the same shape reuse the choice; the updates are those of the chosen int."""
+    auto = dt.train.Trainer(_learner(), optax.adam(1e-2), chunk_size="auto")
+    losses_auto = [auto.train_batch(*_trial(i)) for i in range(2)]
+    (choice,) = auto.learner._chunk_choices.values()  # one measurement for both trials
+    assert choice.chunk_size in dt.algorithms.chunk_candidates(TASK.sample(jax.random.PRNGKey(0), B)[0].shape[0])
+    fixed = dt.train.Trainer(_learner(), optax.adam(1e-2), chunk_size=choice.chunk_size)
+    losses_fixed = [fixed.train_batch(*_trial(i)) for i in range(2)]
+    assert losses_auto == losses_fixed
+    jax.tree.map(np.testing.assert_array_equal, auto.state.params, fixed.state.params)
