@@ -605,9 +605,10 @@ class Learner:
           (``BPTT``, RTRL, a rule without one), whose calls are the same for every size.
 
         Raises:
-          ValueError: on bad sequences or ``candidates``, or when the inputs or the
+          ValueError: on bad sequences or ``candidates``, when the inputs or the
             parameters are traced (inside ``jax.jit`` nothing can be timed: tune outside
-            once, or pass an int).
+            once, or pass an int), or in a multi-process job (``jax.process_count() > 1``:
+            the processes could choose differently; tune in a single process).
         """
         self.sync()
         if callable(step_fn):
@@ -636,6 +637,12 @@ class Learner:
         key = (function_key(step_fn), shapes, candidates)
         if not refresh and key in self._chunk_choices:
             return self._chunk_choices[key]
+        if jax.process_count() > 1:
+            raise ValueError(
+                f"etrace_grad: chunk_size='auto' in a job of {jax.process_count()} processes: each would time its own "
+                "calls and might choose another size, and the processes must run one program; measure with "
+                "learner.tune_chunk_size(...) in a single-process run of the same sizes and pass its chunk_size"
+            )
         theta, state = self._param_leaves(), self._current_state()
         if any(is_tracer(a) for a in jax.tree.leaves((seqs, theta, state))):
             raise ValueError(

@@ -82,3 +82,11 @@ def test_bad_values_name_the_argument():
         learner.tune_chunk_size(xs, ys, step_fn=step_fn, candidates=(0, 8))
     with pytest.raises(ValueError, match="candidates"):
         learner.tune_chunk_size(xs, ys, step_fn=step_fn, candidates=())
+
+
+def test_a_multi_process_job_is_refused(monkeypatch):
+    # each process would time its own calls; they must all run one program
+    learner, xs, ys, step_fn = _setup()
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    with pytest.raises(ValueError, match="2 processes.*tune_chunk_size"):
+        learner.etrace_grad(xs, ys, step_fn=step_fn, chunk_size="auto")
