@@ -667,7 +667,8 @@ class Learner:
 
         Compiles (or reuses) the same jitted sequence function, so its
         ``memory_analysis()``, ``cost_analysis()`` and optimised HLO (``as_text()``)
-        describe what a call executes. Arguments are as for :meth:`etrace_grad`.
+        describe what a call executes. Arguments are as for :meth:`etrace_grad`
+        (``chunk_size="auto"`` is resolved as there: a first use measures, which runs calls).
 
         Raises:
           ValueError: as :meth:`etrace_grad` for bad arguments.
