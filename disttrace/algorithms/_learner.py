@@ -652,7 +652,10 @@ class Learner:
             )
 
         def compile_call(u):
-            compiled = self._etrace_fn(seqs, step_fn, u).lower(theta, state, seqs).compile()
+            # etrace_grad's program for chunk u, outside the jit cache: trial compiles must not
+            # count towards (or evict from) the cache of the functions the learner runs
+            run = jax.jit(self._sequence_fn(step_fn, self._effective_chunk(u), t_len))
+            compiled = run.lower(theta, state, seqs).compile()
             return lambda: compiled(theta, state, seqs)
 
         self._chunk_choices[key] = choice = fastest_chunk(candidates, compile_call)

@@ -90,3 +90,13 @@ def test_a_multi_process_job_is_refused(monkeypatch):
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     with pytest.raises(ValueError, match="2 processes.*tune_chunk_size"):
         learner.etrace_grad(xs, ys, step_fn=step_fn, chunk_size="auto")
+
+
+def test_tuning_leaves_the_jit_cache_to_the_functions_that_run(recwarn):
+    learner, xs, ys, step_fn = _setup()
+    xs, ys = jnp.concatenate([xs, xs[:8]]), jnp.concatenate([ys, ys[:8]])
+    for t in (40, 48):  # two shapes, two candidates each (32 and T)
+        learner.etrace_grad(xs[:t], ys[:t], step_fn=step_fn, chunk_size="auto")
+    assert len(learner._chunk_choices) == 2
+    assert len(learner._jitted) == 2  # only the two chosen programs
+    assert not [w for w in recwarn if "compiled for" in str(w.message)]
