@@ -11,7 +11,10 @@ the program ``etrace_grad`` would run is compiled for each candidate and timed o
 call's own inputs, without changing the learner's state.
 
 Candidates are 32, 64, 128 and 256 below T, and T itself when T ≤ 256: memory grows with
-U, never with T, so the choice is capped at 256 steps of per-step factors.
+U, never with T, so the choice is capped at 256 steps of per-step factors. They are timed on
+the first ``min(T, PROBE_STEPS)`` steps (512: at least two chunks of the largest
+candidate), so tuning a call over 100,000 steps costs a few calls of 512 steps, not of
+100,000.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from typing import NamedTuple
 
 import jax
 
-__all__ = ["AUTO", "ChunkChoice", "MAX_AUTO_CHUNK", "chunk_candidates", "fastest_chunk"]
+__all__ = ["AUTO", "ChunkChoice", "MAX_AUTO_CHUNK", "PROBE_STEPS", "chunk_candidates", "fastest_chunk"]
 
 AUTO = "auto"
 MAX_AUTO_CHUNK = 256
+PROBE_STEPS = 2 * MAX_AUTO_CHUNK
 _BASES = (32, 64, 128, 256)
 
 

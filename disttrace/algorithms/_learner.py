@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import AxisType, Mesh, NamedSharding
 
-from disttrace.algorithms._chunk_tuning import AUTO, ChunkChoice, chunk_candidates, fastest_chunk
+from disttrace.algorithms._chunk_tuning import AUTO, PROBE_STEPS, ChunkChoice, chunk_candidates, fastest_chunk
 from disttrace.algorithms._fn_cache import JitCache, function_key
 from disttrace.checks import boolean, one_of, positive_int
 from disttrace.compiler import ETraceGraph, ModuleBinding, is_tracer, path_str, run_step
@@ -588,8 +588,9 @@ class Learner:
         """Measures which ``chunk_size`` makes :meth:`etrace_grad` fastest on these inputs.
 
         For each candidate the program ``etrace_grad`` would run is compiled and called
-        three times on ``seqs`` (the first untimed), from the learner's current state,
-        which is left unchanged: nothing is stored, no trace is donated. The choice is
+        three times (the first untimed) on the first ``min(T, 512)`` steps of ``seqs``,
+        from the learner's current state, which is left unchanged: nothing is stored, no
+        trace is donated. The choice is
         kept per ``step_fn`` (as the jit cache keys it) and sequence shapes; a later
         ``etrace_grad(..., chunk_size="auto")`` with the same ones uses it without timing.
 
@@ -651,12 +652,16 @@ class Learner:
                 "once outside the jit and pass its chunk_size"
             )
 
+        # timed on a prefix: what a chunk costs does not depend on how many follow it
+        probe_len = min(t_len, PROBE_STEPS)
+        probe = seqs if probe_len == t_len else jax.tree.map(lambda a: a[:probe_len], seqs)
+
         def compile_call(u):
             # etrace_grad's program for chunk u, outside the jit cache: trial compiles must not
             # count towards (or evict from) the cache of the functions the learner runs
-            run = jax.jit(self._sequence_fn(step_fn, self._effective_chunk(u), t_len))
-            compiled = run.lower(theta, state, seqs).compile()
-            return lambda: compiled(theta, state, seqs)
+            run = jax.jit(self._sequence_fn(step_fn, self._effective_chunk(u), probe_len))
+            compiled = run.lower(theta, state, probe).compile()
+            return lambda: compiled(theta, state, probe)
 
         self._chunk_choices[key] = choice = fastest_chunk(candidates, compile_call)
         return choice

@@ -100,3 +100,29 @@ def test_tuning_leaves_the_jit_cache_to_the_functions_that_run(recwarn):
     assert len(learner._chunk_choices) == 2
     assert len(learner._jitted) == 2  # only the two chosen programs
     assert not [w for w in recwarn if "compiled for" in str(w.message)]
+
+
+def test_a_long_sequence_is_timed_on_a_prefix(monkeypatch):
+    from disttrace.algorithms import _chunk_tuning
+
+    learner, xs, ys, step_fn = _setup()
+    seen = []
+    real = _chunk_tuning.fastest_chunk
+
+    def spy(candidates, compile_call, repeats=2):
+        def traced(u):
+            run = compile_call(u)
+
+            def call():
+                out = run()
+                seen.append(jax.tree.leaves(out)[-1].shape[0])  # the per-step losses: (probe length,)
+                return out
+
+            return call
+
+        return real(candidates, traced, repeats)
+
+    monkeypatch.setattr("disttrace.algorithms._learner.PROBE_STEPS", 16)
+    monkeypatch.setattr("disttrace.algorithms._learner.fastest_chunk", spy)
+    choice = learner.tune_chunk_size(xs, ys, step_fn=step_fn, candidates=(4, 8))
+    assert choice.chunk_size in (4, 8) and seen and set(seen) == {16}
