@@ -10,6 +10,13 @@ Two parts, each one ``online_vs_bptt.py`` run (same model, columns and JSON):
   50, 100, 200, 500, 1000: BPTT, chunked D-RTRL, ES-D-RTRL (both forms), and braintrace's
   BPTT, D-RTRL and ES-D-RTRL.
 
+Opt-in (``--parts targets grid chunked``, or ``--parts chunked`` alone, about a minute more):
+
+- ``chunked``: the targets' model in one process with ``chunked_vs_bptt.py`` (BPTT, chunked
+  D-RTRL at chunk 100 and with ``chunk_size="auto"``, ES-D-RTRL in both forms, alternating
+  in a random order for 5 rounds): medians, ratios, the matrix-product FLOPs each call
+  executes and the chunk size ``auto`` chose. Its own folder entry ``chunked.json``.
+
 Each configuration runs in its own process (clean device peak memory) and is written to
 the part's JSON as soon as it finishes. ``--budget-s`` (default 420 s) caps the whole run
 so that it ends in time on one H100/H200 (planned: ~7 min; at worst 420 s + one 120 s
@@ -32,6 +39,7 @@ import argparse
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 
@@ -60,6 +68,14 @@ SMALL = {
              "--algos", "bptt", "d_rtrl_chunk", "es_d_rtrl", "es_d_rtrl_chunk", "--braintrace-algos", *BT_ALGOS],
 }
 NUMERIC = ("per_seq_s", "compile_s", "peak_mib", "xla_mib")
+# the opt-in part: chunked_vs_bptt.py arguments (full, --small)
+CHUNKED_ALGOS = ("bptt", "d_rtrl_chunk", "d_rtrl_chunk:auto", "es_d_rtrl", "es_d_rtrl_chunk")
+CHUNKED = {
+    "full": ["--n-layers", "1", "--n-rec", "2048", "--batch", "64", "--n-in", "100", "--n-out", "10",
+             "--T", "1000", "--chunk", "100", "--rounds", "5", "--algos", *CHUNKED_ALGOS],
+    "small": ["--n-layers", "1", "--n-rec", "16", "--batch", "4", "--n-in", "8", "--n-out", "3",
+              "--T", "12", "--chunk", "5", "--rounds", "2", "--algos", *CHUNKED_ALGOS],
+}
 
 
 def _parser():
@@ -72,7 +88,8 @@ def _parser():
     p.add_argument("--budget-s", type=float, default=None,
                    help="start no configuration after this many seconds (default 420; --small: none)")
     p.add_argument("--timeout", type=int, default=None, help="seconds per configuration (default 120)")
-    p.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
+    p.add_argument("--parts", nargs="+", default=list(PARTS), choices=[*PARTS, "chunked"],
+                   help="default: targets grid; 'chunked' (opt-in) runs chunked_vs_bptt.py on the targets' model")
     p.add_argument("--allow-cpu", action="store_true", help="run the full sizes even when jax sees no accelerator")
     return p
 
@@ -91,6 +108,32 @@ def _peer_table(rows):
         return "(no braintrace rows to compare with)"
     head = f"{'disttrace':<15} {'T':>5} {'s/seq':>10} {'braintrace':<11} {'s/seq':>10} {'dt / bt':>8}"
     return "\n".join([head, "-" * len(head), *lines])
+
+
+def _run_chunked(small: bool, out_dir: str, timeout: int) -> dict:
+    """The ``chunked`` part: ``chunked_vs_bptt.py`` in a child process (its device memory is
+    its own); returns its JSON with a ``table`` added, or ``{"error": ...}``."""
+    path = os.path.join(out_dir, "chunked.json")
+    cmd = [sys.executable, os.path.join(HERE, "chunked_vs_bptt.py"), *CHUNKED["small" if small else "full"],
+           "--out", path]
+    print(f"== chunked: {' '.join(cmd[1:])}", flush=True)
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=max(timeout, 300))
+    except subprocess.TimeoutExpired:
+        return {"error": f"chunked_vs_bptt.py ran past {max(timeout, 300)} s"}
+    print(r.stdout, end="", flush=True)
+    if r.returncode != 0 or not os.path.exists(path):
+        return {"error": f"chunked_vs_bptt.py exited {r.returncode}: {r.stderr[-2000:]}"}
+    with open(path) as f:
+        data = json.load(f)
+    head = f"{'algo':<18} {'median s':>9} {'x bptt':>7} {'matmul GFLOP':>13} {'flop x bptt':>12} {'chunk':>6}"
+    lines = [head, "-" * len(head)]
+    for row in data["rows"]:
+        auto = row.get("auto_chunk") or {}
+        lines.append(f"{row['algo']:<18} {row['median_s']:>9.4f} {row['ratio_median']:>7.3f} "
+                     f"{row['matmul_gflop']:>13.2f} {row['flop_ratio']:>12.3f} {auto.get('chunk_size', ''):>6}")
+    data["table"] = "\n".join(lines)
+    return data
 
 
 def _finite_rows(rows):
@@ -128,7 +171,7 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     parts = {}
-    for name in a.parts:
+    for name in [p for p in a.parts if p in PARTS]:
         extra = ["--braintrace-python", a.braintrace_python, "--timeout", str(timeout),
                  "--out", os.path.join(out_dir, f"{name}.json")]
         if budget is not None:
@@ -139,6 +182,8 @@ def main(argv=None):
         online_vs_bptt.main(sizes[name] + extra)
         with open(os.path.join(out_dir, f"{name}.json")) as f:
             parts[name] = json.load(f)
+    # last: the default parts keep the whole budget
+    chunked = _run_chunked(a.small, out_dir, timeout) if "chunked" in a.parts else None
     wall = time.perf_counter() - t0
 
     dev = jax.devices()[0]
@@ -147,18 +192,24 @@ def main(argv=None):
     for name, part in parts.items():
         text += ["", f"== {name}", part["table"], "", f"-- {name}: disttrace vs braintrace (same run)",
                  _peer_table(part["rows"])]
+    if chunked is not None:
+        text += ["", "== chunked: one process, alternating (chunked_vs_bptt.py)",
+                 chunked.get("table", chunked.get("error", ""))]
     table = "\n".join(text)
     rows = [dict(r, part=name) for name, part in parts.items() for r in part["rows"]]
     bad = _finite_rows(rows)
+    if chunked is not None and "error" in chunked:
+        bad.append(f"chunked: {chunked['error']}")
     summary = {"device": {"platform": dev.platform, "device_kind": dev.device_kind},
                "jax_version": jax.__version__, "small": a.small, "wall_s": wall,
                "command": ["bash", "benchmarks/gpu.sh", *(sys.argv[1:] if argv is None else argv)],
-               "parts": parts, "rows": rows, "failed_rows": bad, "table": table}
+               "parts": parts, "chunked": chunked, "rows": rows, "failed_rows": bad, "table": table}
     online_vs_bptt.write_json(os.path.join(out_dir, "gpu.json"), summary)
     with open(os.path.join(out_dir, "table.txt"), "w") as f:
         f.write(table + "\n")
     print("\n" + table)
-    print(f"\nwrote {out_dir}/{{gpu.json,targets.json,grid.json,table.txt}} in {wall:.0f} s")
+    files = [f"{name}.json" for name in parts] + (["chunked.json"] if chunked and "error" not in chunked else [])
+    print(f"\nwrote {out_dir}/{{{','.join(['gpu.json', *files, 'table.txt'])}}} in {wall:.0f} s")
     if bad:
         print(f"{len(bad)} row(s) failed or were skipped:\n  " + "\n  ".join(bad), file=sys.stderr)
         return 1

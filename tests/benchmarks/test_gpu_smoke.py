@@ -48,3 +48,23 @@ def test_gpu_sh_small_writes_every_row_with_finite_numbers(tmp_path):
     table = (out / "table.txt").read_text()
     for algo in EXPECTED["targets"]:
         assert f"disttrace  {algo[0]:<15}" in table
+
+
+def test_gpu_sh_small_chunked_part(tmp_path):
+    """The opt-in ``chunked`` part: ``chunked_vs_bptt.py`` on the targets' model in one process,
+    every algorithm with a time, a FLOP ratio, and the chunk size ``auto`` chose."""
+    out = tmp_path / "gpu_small"
+    env = dict(os.environ, PYTHON=sys.executable, JAX_PLATFORMS="cpu")
+    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--small", "--parts", "chunked",
+                        "--out-dir", str(out), "--braintrace-python", "none"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    summary = json.loads((out / "gpu.json").read_text())
+    assert summary["failed_rows"] == [] and summary["parts"] == {}
+    rows = {row["algo"]: row for row in json.loads((out / "chunked.json").read_text())["rows"]}
+    assert list(rows) == ["bptt", "d_rtrl_chunk", "d_rtrl_chunk:auto", "es_d_rtrl", "es_d_rtrl_chunk"]
+    for row in rows.values():
+        assert math.isfinite(row["median_s"]) and row["median_s"] > 0 and row["flop_ratio"] > 0
+    assert rows["d_rtrl_chunk:auto"]["auto_chunk"]["chunk_size"] == 12  # T = 12: one candidate
+    assert summary["chunked"]["rows"] == list(rows.values())
+    assert "== chunked" in (out / "table.txt").read_text()
